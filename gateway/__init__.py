@@ -1,0 +1,1 @@
+"""prefix-gateway: a prefix-cache-aware gateway for LLM inference fleets."""

@@ -1,0 +1,1 @@
+"""The backend fleet: registry, health and load polling, engine adapters."""

@@ -1,0 +1,1 @@
+"""Prompt prefix hashing and the cache-location index."""

@@ -1,0 +1,1 @@
+"""Upstream client and the streaming proxy."""

@@ -1,0 +1,1 @@
+"""Pure routing decisions: filters, scorers, pickers and profiles."""

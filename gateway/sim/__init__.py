@@ -1,0 +1,1 @@
+"""A simulated model-server fleet faithful to the engines wire formats."""
