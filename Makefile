@@ -1,0 +1,28 @@
+# prefix-gateway: `make run` (demo: simulated fleet + gateway), `make test`, `make check`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test check install bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	@scripts/demo.sh
+
+test: $(STAMP)
+	@scripts/test.sh $(PYTEST_ARGS)
+
+check: $(STAMP)
+	$(VENV)/bin/ruff check gateway tests bench
+	$(VENV)/bin/ruff format --check gateway tests bench
+	$(VENV)/bin/mypy --strict gateway
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/results

@@ -1,0 +1,97 @@
+"""The `prefix-gateway` command: serve, check-config, sim."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.settings import ConfigError, GatewaySettings, load_settings
+
+DEFAULT_CONFIG = "config/gateway.yaml"
+
+
+def _config_path(given: str | None) -> str:
+    return given or os.environ.get("GATEWAY_CONFIG") or DEFAULT_CONFIG
+
+
+def _load_or_exit(path: str) -> GatewaySettings:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _load_or_exit(_config_path(args.config))
+    server = settings.server
+    logging.basicConfig(
+        level=server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    config = uvicorn.Config(
+        create_app(settings),
+        host=args.host or server.host,
+        port=args.port if args.port is not None else server.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=server.log_level,
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = _load_or_exit(args.file)
+    print(
+        f"{args.file}: OK ({len(settings.backends)} backends, index {settings.index.kind}, "
+        f"routing {settings.routing.policy})"
+    )
+    return 0
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from gateway.sim.cli import run_sim
+
+    return run_sim(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    from gateway.sim.cli import add_sim_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="prefix-gateway", description="Prefix-cache-aware gateway for LLM inference fleets."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help=f"YAML config (default $GATEWAY_CONFIG or {DEFAULT_CONFIG})")
+    serve.add_argument("--host", help="override server.host")
+    serve.add_argument("--port", type=int, help="override server.port")
+    serve.set_defaults(func=_serve)
+
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("file")
+    check.set_defaults(func=_check_config)
+
+    sim = commands.add_parser("sim", help="run a simulated fleet of model servers")
+    add_sim_arguments(sim)
+    sim.set_defaults(func=_sim)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script and of `python -m gateway`."""
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result

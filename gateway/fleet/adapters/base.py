@@ -1,0 +1,86 @@
+"""The engine adapter interface, with the behaviour most OpenAI-compatible engines share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.errors import GatewayError
+
+
+def _status_for_upstream(status: int) -> int:
+    """The status the client sees for a backend's error status."""
+    if status in (422, 424):
+        return 400 if status == 422 else 502
+    if status == 500:
+        return 502
+    return status
+
+
+class EngineAdapter:
+    """How to talk to one engine kind: health path, auth headers, error shapes."""
+
+    kind = "openai"
+    health_path = "/health"
+    metrics_path = "/metrics"
+
+    def auth_headers(self, api_key: str | None) -> list[tuple[bytes, bytes]]:
+        """Headers to send upstream so the backend accepts the request."""
+        if not api_key:
+            return []
+        return [(b"authorization", b"Bearer " + api_key.encode())]
+
+    def normalize_error(self, status: int, body: bytes) -> GatewayError:
+        """Turn a backend's error response into the OpenAI shape with a sensible status."""
+        message, param, code = self._parse_error_body(body)
+        if message is None:
+            text = body[:200].decode("utf-8", "replace").strip()
+            message = text or f"backend answered HTTP {status}"
+        client_status = _status_for_upstream(status)
+        retry_after = 1 if client_status in (429, 503) else None
+        return GatewayError(client_status, message, param=param, code=code, retry_after_s=retry_after)
+
+    def normalize_stream_error(self, event: Any) -> GatewayError:
+        """Turn an in-band error event (already parsed JSON) into the OpenAI shape."""
+        message, param, code = self._error_fields(event)
+        status = 500
+        inner = event.get("error") if isinstance(event, dict) else None
+        if isinstance(inner, dict):
+            for key in ("code", "http_status_code"):
+                if isinstance(inner.get(key), int):
+                    status = int(inner[key])
+        error = GatewayError(
+            _status_for_upstream(status), message or "backend stream failed", param=param, code=code
+        )
+        return error
+
+    def _parse_error_body(self, body: bytes) -> tuple[str | None, str | None, str | None]:
+        try:
+            data = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            return None, None, None
+        return self._error_fields(data)
+
+    def _error_fields(self, data: Any) -> tuple[str | None, str | None, str | None]:
+        """Read message, param and code from the shapes engines use.
+
+        Nested `{"error": {...}}` (OpenAI, current vLLM), flat `{"object": "error", "message"}`
+        (older vLLM, SGLang) and flat `{"error": "text", "error_type"}` (TGI).
+        """
+        if not isinstance(data, dict):
+            return None, None, None
+        inner = data.get("error")
+        if isinstance(inner, dict):
+            data = inner
+        elif isinstance(inner, str):
+            error_type = data.get("error_type")
+            return inner, None, error_type if isinstance(error_type, str) else None
+        message = data.get("message")
+        param = data.get("param")
+        code = data.get("code")
+        return (
+            message if isinstance(message, str) else None,
+            param if isinstance(param, str) else None,
+            code if isinstance(code, str) else None,
+        )

@@ -1,0 +1,89 @@
+"""The fleet: every configured backend with its live state, indexed by the models it serves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from gateway.fleet.adapters.base import EngineAdapter
+from gateway.fleet.adapters.engines import adapter_for
+from gateway.settings import BackendSettings
+
+
+@dataclass
+class BackendState:
+    """What the gateway currently knows about a backend (mutated by the proxy and the poller)."""
+
+    healthy: bool = True
+    in_flight: int = 0
+    consecutive_failures: int = 0
+    consecutive_successes: int = 0
+    learned_max_context: int | None = None
+
+
+@dataclass
+class Backend:
+    """One backend: its settings, its engine adapter, precomputed URLs and headers, live state."""
+
+    settings: BackendSettings
+    adapter: EngineAdapter
+    state: BackendState = field(default_factory=BackendState)
+    chat_url: str = ""
+    completions_url: str = ""
+    auth_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    @classmethod
+    def from_settings(cls, settings: BackendSettings) -> Backend:
+        """Build a backend with URLs and headers computed once."""
+        adapter = adapter_for(settings.engine)
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        return cls(
+            settings=settings,
+            adapter=adapter,
+            chat_url=settings.base_url + "/v1/chat/completions",
+            completions_url=settings.base_url + "/v1/completions",
+            auth_headers=adapter.auth_headers(key),
+        )
+
+    @property
+    def id(self) -> str:
+        """The backend's configured id."""
+        return self.settings.id
+
+    @property
+    def id_bytes(self) -> bytes:
+        """The id as header bytes."""
+        return self.settings.id.encode()
+
+    @property
+    def max_context(self) -> int | None:
+        """The configured context window, else the one the backend reported."""
+        return self.settings.max_context or self.state.learned_max_context
+
+
+class Fleet:
+    """All backends, and which of them serve each model."""
+
+    def __init__(self, backends: Iterable[Backend]) -> None:
+        self.backends: list[Backend] = list(backends)
+        self._by_model: dict[str, list[Backend]] = {}
+        for backend in self.backends:
+            for model in backend.settings.models:
+                self._by_model.setdefault(model, []).append(backend)
+
+    @classmethod
+    def from_settings(cls, settings: Sequence[BackendSettings]) -> Fleet:
+        """Build the fleet from the configured backends."""
+        return cls(Backend.from_settings(item) for item in settings)
+
+    def serving(self, model: str) -> list[Backend]:
+        """Backends configured to serve `model` (empty when none does)."""
+        return self._by_model.get(model, [])
+
+    def models(self) -> dict[str, int | None]:
+        """Every served model with the largest context window any of its backends offers."""
+        result: dict[str, int | None] = {}
+        for model, backends in self._by_model.items():
+            windows = [b.max_context for b in backends if b.max_context is not None]
+            result[model] = max(windows) if windows else None
+        return result

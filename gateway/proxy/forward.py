@@ -1,0 +1,203 @@
+"""Forwarding one request along the ranked backends: failover before the first byte, relay after."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.api.request import InferenceRequest
+from gateway.errors import GatewayError
+from gateway.fleet.registry import Backend
+from gateway.metrics import GatewayMetrics
+from gateway.proxy.sse import DONE_EVENT, ERROR_MARK, rewrite_error_events, split_complete
+from gateway.proxy.upstream import (
+    UpstreamBroken,
+    UpstreamClient,
+    UpstreamResponse,
+    UpstreamUnavailable,
+)
+from gateway.settings import UpstreamSettings
+
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+
+FORWARD_HEADERS = [(b"content-type", b"application/json"), (b"accept-encoding", b"identity")]
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(slots=True)
+class ProxyOutcome:
+    """What happened to a forwarded request, for accounting."""
+
+    status: int = 0
+    backend: Backend | None = None
+    first_byte_at: float | None = None
+    tail: bytes = b""
+    tail_prev: bytes = b""
+    finished: bool = False
+    attempts: int = 0
+
+
+class _Retry(Exception):
+    """The attempt failed before anything reached the client; try the next backend."""
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class Forwarder:
+    """Walks the ranked list the router returned; never decides where a request goes."""
+
+    def __init__(
+        self, client: UpstreamClient, metrics: GatewayMetrics, settings: UpstreamSettings
+    ) -> None:
+        self._client = client
+        self._metrics = metrics
+        self._settings = settings
+
+    async def forward(
+        self,
+        request: InferenceRequest,
+        ranked: Sequence[Backend],
+        send: Send,
+        outcome: ProxyOutcome,
+    ) -> None:
+        """Send the request to the first backend that takes it and relay its response."""
+        attempts = ranked[: self._settings.max_attempts]
+        last_error = GatewayError(503, "No backend is available for this model.", retry_after_s=1)
+        for backend in attempts:
+            outcome.attempts += 1
+            outcome.backend = backend
+            backend.state.in_flight += 1
+            try:
+                await self._attempt(request, backend, send, outcome)
+                return
+            except _Retry as retry:
+                last_error = retry.error
+            finally:
+                backend.state.in_flight -= 1
+        raise last_error
+
+    async def _attempt(
+        self,
+        request: InferenceRequest,
+        backend: Backend,
+        send: Send,
+        outcome: ProxyOutcome,
+    ) -> None:
+        url = backend.chat_url if request.kind == "chat" else backend.completions_url
+        headers = [*FORWARD_HEADERS, *backend.auth_headers, (b"x-request-id", request.request_id)]
+        attempts = self._metrics.upstream_attempts
+        try:
+            response = await self._client.send(
+                "POST", url, request.body, headers, timeout_s=self._settings.first_byte_timeout_s
+            )
+        except UpstreamUnavailable as exc:
+            attempts.labels(backend.id, "unavailable").inc()
+            raise _Retry(GatewayError(502, f"Backend {backend.id} is unreachable: {exc}")) from exc
+        try:
+            if response.status != 200:
+                await self._upstream_error(backend, response)
+            elif request.stream:
+                await self._relay_stream(request, backend, response, send, outcome)
+            else:
+                await self._relay_whole(request, backend, response, send, outcome)
+        finally:
+            await response.aclose()
+        attempts.labels(backend.id, "ok" if outcome.status == 200 else "error").inc()
+
+    async def _upstream_error(self, backend: Backend, response: UpstreamResponse) -> None:
+        try:
+            body = await response.read()
+        except UpstreamBroken:
+            body = b""
+        error = backend.adapter.normalize_error(response.status, body)
+        if response.status in RETRYABLE_STATUSES:
+            self._metrics.upstream_attempts.labels(backend.id, f"status_{response.status}").inc()
+            raise _Retry(error)
+        raise error
+
+    def _start_message(
+        self,
+        request: InferenceRequest,
+        backend: Backend,
+        response: UpstreamResponse,
+        outcome: ProxyOutcome,
+        default: bytes,
+    ) -> Message:
+        outcome.status = 200
+        outcome.first_byte_at = time.perf_counter()
+        return {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", response.header(b"content-type") or default),
+                (b"x-request-id", request.request_id),
+                (b"x-gateway-backend", backend.id_bytes),
+            ],
+        }
+
+    async def _relay_whole(
+        self,
+        request: InferenceRequest,
+        backend: Backend,
+        response: UpstreamResponse,
+        send: Send,
+        outcome: ProxyOutcome,
+    ) -> None:
+        try:
+            body = await response.read()
+        except UpstreamBroken as exc:
+            self._metrics.upstream_attempts.labels(backend.id, "broken").inc()
+            error = GatewayError(502, f"Backend {backend.id} broke off its response: {exc}")
+            raise _Retry(error) from exc
+        start = self._start_message(request, backend, response, outcome, b"application/json")
+        start["headers"].append((b"content-length", str(len(body)).encode()))
+        await send(start)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        outcome.finished = True
+        outcome.tail = body
+
+    async def _relay_stream(
+        self,
+        request: InferenceRequest,
+        backend: Backend,
+        response: UpstreamResponse,
+        send: Send,
+        outcome: ProxyOutcome,
+    ) -> None:
+        pending = b""
+        rewriting = False
+        try:
+            async for chunk in response.chunks():
+                if outcome.first_byte_at is None:
+                    start = self._start_message(request, backend, response, outcome, b"text/event-stream")
+                    start["headers"].append((b"cache-control", b"no-cache"))
+                    await send(start)
+                block, pending = split_complete(pending + chunk if pending else chunk)
+                if not block:
+                    continue
+                if rewriting or ERROR_MARK in block:
+                    block, found = rewrite_error_events(block, backend.adapter)
+                    rewriting = rewriting or found
+                outcome.tail_prev, outcome.tail = outcome.tail, block
+                await send({"type": "http.response.body", "body": block, "more_body": True})
+        except UpstreamBroken as exc:
+            self._metrics.upstream_attempts.labels(backend.id, "broken").inc()
+            error = GatewayError(502, f"Backend {backend.id} broke off the stream: {exc}")
+            if outcome.first_byte_at is None:
+                raise _Retry(error) from exc
+            self._metrics.stream_errors.labels(backend.id).inc()
+            await send({"type": "http.response.body", "body": error.sse_event()})
+            outcome.finished = True
+            return
+        if outcome.first_byte_at is None:
+            raise _Retry(GatewayError(502, f"Backend {backend.id} sent an empty stream."))
+        closing = pending
+        if rewriting and not outcome.tail.endswith(DONE_EVENT):
+            closing += DONE_EVENT
+        await send({"type": "http.response.body", "body": closing, "more_body": False})
+        outcome.finished = True

@@ -1,0 +1,51 @@
+"""SSE relaying helpers: split at event boundaries and rewrite engine error events."""
+
+from __future__ import annotations
+
+import orjson
+
+from gateway.fleet.adapters.base import EngineAdapter
+
+ERROR_MARK = b'"error"'
+DONE_EVENT = b"data: [DONE]\n\n"
+
+
+def split_complete(buffer: bytes) -> tuple[bytes, bytes]:
+    """Split into (complete events, unfinished remainder) at the last blank line."""
+    end = buffer.rfind(b"\n\n")
+    if end < 0:
+        return b"", buffer
+    return buffer[: end + 2], buffer[end + 2 :]
+
+
+def rewrite_error_events(block: bytes, adapter: EngineAdapter) -> tuple[bytes, bool]:
+    """Rewrite engine-shaped in-band error events into OpenAI's shape.
+
+    Returns the new block and whether it carried an error. Events without a top-level
+    `error` key (including content that merely mentions the word) pass through unchanged.
+    """
+    out: list[bytes] = []
+    found = False
+    for event in block.split(b"\n\n"):
+        if not event:
+            continue
+        payload = _data_payload(event)
+        if payload is not None and ERROR_MARK in payload:
+            try:
+                parsed = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                parsed = None
+            if isinstance(parsed, dict) and "error" in parsed:
+                error = adapter.normalize_stream_error(parsed)
+                out.append(b"data: " + error.body())
+                found = True
+                continue
+        out.append(event)
+    return b"\n\n".join(out) + b"\n\n", found
+
+
+def _data_payload(event: bytes) -> bytes | None:
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            return line[5:].lstrip(b" ")
+    return None

@@ -1,0 +1,193 @@
+"""The whole configuration as pydantic models: one YAML file, `GATEWAY_*` environment overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+EngineKind = Literal["vllm", "sglang", "tgi", "openai"]
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the field path."""
+
+
+class StrictModel(BaseModel):
+    """Base for config sections: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(StrictModel):
+    """Where the gateway listens and what it accepts."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    max_body_bytes: PositiveInt = 8 * 1024 * 1024
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class IndexSettings(StrictModel):
+    """The cache-location index: embedded in memory, or shared by every replica through Redis."""
+
+    kind: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = None
+    key_prefix: str = "pgw"
+    lookup_timeout_ms: PositiveFloat = 50.0
+    record_timeout_ms: PositiveFloat = 200.0
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> IndexSettings:
+        if self.kind == "redis" and not self.redis_url:
+            raise ValueError("index.kind is 'redis' but index.redis_url is not set")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("index.redis_url must start with redis://, rediss:// or unix://")
+        return self
+
+
+class HashingSettings(StrictModel):
+    """How prompts are cut into prefix blocks."""
+
+    block_bytes: Annotated[int, Field(ge=16, le=65536)] = 256
+    max_blocks: Annotated[int, Field(ge=1, le=16384)] = 512
+
+
+class UpstreamSettings(StrictModel):
+    """The pooled HTTP client that talks to backends."""
+
+    connect_timeout_s: PositiveFloat = 2.0
+    first_byte_timeout_s: PositiveFloat = 300.0
+    read_timeout_s: PositiveFloat = 300.0
+    max_connections_per_backend: PositiveInt = 256
+    keepalive_expiry_s: PositiveFloat = 30.0
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+
+
+class HealthSettings(StrictModel):
+    """How often backends are probed, and when they count as down or back."""
+
+    interval_s: PositiveFloat = 2.0
+    timeout_s: PositiveFloat = 1.0
+    failures_to_down: PositiveInt = 2
+    successes_to_up: PositiveInt = 1
+
+
+class RoutingSettings(StrictModel):
+    """Which routing policy decides; profiles, lanes and tiers join here."""
+
+    policy: Literal["round_robin"] = "round_robin"
+
+
+class BackendSettings(StrictModel):
+    """One model server of the fleet."""
+
+    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    url: AnyHttpUrl
+    engine: EngineKind = "vllm"
+    models: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    pool: str = "default"
+    accelerator: str = "unknown"
+    max_context: PositiveInt | None = None
+    prefill_tokens_per_s: PositiveFloat = 10_000.0
+    max_concurrency: PositiveInt = 256
+    kv_cache_tokens: PositiveInt = 1_000_000
+    api_key: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _no_path_query(cls, url: AnyHttpUrl) -> AnyHttpUrl:
+        if url.query or url.fragment:
+            raise ValueError("backend url must not carry a query or fragment")
+        return url
+
+    @property
+    def base_url(self) -> str:
+        """The URL without a trailing slash, ready to have `/v1/...` appended."""
+        return str(self.url).rstrip("/")
+
+
+class GatewaySettings(BaseSettings):
+    """The gateway's configuration, validated at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    server: ServerSettings = ServerSettings()
+    index: IndexSettings = IndexSettings()
+    hashing: HashingSettings = HashingSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    health: HealthSettings = HealthSettings()
+    routing: RoutingSettings = RoutingSettings()
+    backends: Annotated[list[BackendSettings], Field(min_length=1)]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first: it overrides what the file says.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _unique_backend_ids(self) -> GatewaySettings:
+        seen: set[str] = set()
+        for backend in self.backends:
+            if backend.id in seen:
+                raise ValueError(f"backend id {backend.id!r} appears more than once")
+            seen.add(backend.id)
+        return self
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {path}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def settings_from_mapping(data: Any, source: str = "configuration") -> GatewaySettings:
+    """Validate an already-parsed config mapping (environment overrides still apply)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid configuration in {source}: the top level must be a mapping")
+    try:
+        return GatewaySettings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def load_settings(path: str | Path) -> GatewaySettings:
+    """Read, parse and validate a YAML config file; raise ConfigError naming the field path."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {file}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration {file} is not valid YAML: {exc}") from None
+    return settings_from_mapping({} if data is None else data, str(file))
