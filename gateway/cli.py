@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", help=f"YAML config (default $GATEWAY_CONFIG or {DEFAULT_CONFIG})")
+    serve.add_argument(
+        "--config", help=f"YAML config (default $GATEWAY_CONFIG or {DEFAULT_CONFIG})"
+    )
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
     serve.set_defaults(func=_serve)

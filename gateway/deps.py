@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import random
 from dataclasses import dataclass
 
-from gateway.fleet.health import HealthPoller
+from gateway.fleet.poller import FleetPoller
 from gateway.fleet.registry import Backend, Fleet
 from gateway.metrics import GatewayMetrics
+from gateway.placement import Placer
+from gateway.prefix.index import PrefixIndex
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.upstream import HttpxUpstream, UpstreamClient
-from gateway.routing.round_robin import RoundRobinRouter
-from gateway.settings import GatewaySettings
+from gateway.routing.factory import build_router
+from gateway.settings import GatewaySettings, HashingSettings, IndexSettings
+from gateway.tasks import BackgroundTasks
+
+log = logging.getLogger("gateway")
 
 
 @dataclass
@@ -21,22 +28,54 @@ class Deps:
     fleet: Fleet
     client: UpstreamClient
     metrics: GatewayMetrics
-    router: RoundRobinRouter
+    index: PrefixIndex
+    placer: Placer
     forwarder: Forwarder
-    health: HealthPoller
+    poller: FleetPoller
+    tasks: BackgroundTasks
     started: bool = False
 
     async def start(self) -> None:
-        """Start background work (health polling)."""
-        await self.health.poll_once()
-        self.health.start()
+        """Connect the index, take a first look at the fleet, start background polling."""
+        self.index.configure_backends(cache_capacities(self.fleet, self.settings.hashing))
+        await self.index.start()
+        await self.poller.poll_health()
+        await self.poller.poll_load()
+        self.poller.start()
         self.started = True
 
     async def close(self) -> None:
         """Stop background work and close connections."""
-        await self.health.close()
-        await self.client.aclose()
         self.started = False
+        await self.poller.close()
+        await self.tasks.drain()
+        await self.index.close()
+        await self.client.aclose()
+
+
+def cache_capacities(fleet: Fleet, hashing: HashingSettings) -> dict[str, int]:
+    """Each backend's KV cache capacity in index blocks."""
+    tokens_per_block = hashing.block_bytes / hashing.bytes_per_token
+    return {
+        b.id: max(1, int(b.settings.kv_cache_tokens / tokens_per_block)) for b in fleet.backends
+    }
+
+
+def build_index(settings: IndexSettings, on_degraded: object = None) -> PrefixIndex:
+    """The configured cache-location index."""
+    if settings.kind == "redis":
+        from gateway.prefix.redis import RedisIndex
+
+        assert settings.redis_url is not None
+        return RedisIndex(
+            settings.redis_url,
+            key_prefix=settings.key_prefix,
+            lookup_timeout_s=settings.lookup_timeout_ms / 1000,
+            record_timeout_s=settings.record_timeout_ms / 1000,
+        )
+    from gateway.prefix.memory import MemoryPrefixIndex
+
+    return MemoryPrefixIndex()
 
 
 def build_deps(settings: GatewaySettings, metrics: GatewayMetrics | None = None) -> Deps:
@@ -50,18 +89,33 @@ def build_deps(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
         read_timeout_s=upstream.read_timeout_s,
         keepalive_expiry_s=upstream.keepalive_expiry_s,
     )
+    index = build_index(settings.index)
+    tasks = BackgroundTasks()
 
     def health_changed(backend: Backend) -> None:
         metrics.backend_healthy.labels(backend.id).set(1 if backend.state.healthy else 0)
 
+    def restarted(backend: Backend) -> None:
+        metrics.backend_restarts.labels(backend.id).inc()
+        tasks.spawn(index.forget(backend.id))
+
     for backend in fleet.backends:
         health_changed(backend)
+    router = build_router(settings.routing, random.Random())
     return Deps(
         settings=settings,
         fleet=fleet,
         client=client,
         metrics=metrics,
-        router=RoundRobinRouter(),
+        index=index,
+        placer=Placer(settings.hashing, index, router, metrics, tasks),
         forwarder=Forwarder(client, metrics, upstream),
-        health=HealthPoller(fleet, client, settings.health, on_change=health_changed),
+        poller=FleetPoller(
+            fleet,
+            client,
+            settings.health,
+            on_health_change=health_changed,
+            on_restart=restarted,
+        ),
+        tasks=tasks,
     )

@@ -10,6 +10,11 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
+DECISION_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+)  # fmt: skip
+
+
 class RouteMetrics:
     """Pre-resolved children for one route, so the hot path does no label lookups."""
 
@@ -70,6 +75,35 @@ class GatewayMetrics:
         self.backend_healthy = Gauge(
             "gateway_backend_healthy", "1 when the backend passes health checks, else 0.",
             ["backend"], registry=r,
+        )  # fmt: skip
+        self.routing_decision = Histogram(
+            "gateway_routing_decision_seconds",
+            "Time to hash the prompt, look up the index and rank backends.",
+            ["policy"], buckets=DECISION_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.cached_tokens_predicted = Counter(
+            "gateway_cached_tokens_predicted",
+            "Prompt tokens the index predicted the chosen backend held in cache.",
+            ["backend"], registry=r,
+        )  # fmt: skip
+        self.cached_tokens_reported = Counter(
+            "gateway_cached_tokens_reported",
+            "Cached prompt tokens the backend reported in usage (same requests as predicted).",
+            ["backend"], registry=r,
+        )  # fmt: skip
+        self.index_corrections = Counter(
+            "gateway_index_corrections",
+            "Times a backend reported less cache than predicted and the index dropped entries.",
+            ["backend"], registry=r,
+        )  # fmt: skip
+        self.backend_restarts = Counter(
+            "gateway_backend_restarts", "Backend restarts detected (their cache entries forgotten).",
+            ["backend"], registry=r,
+        )  # fmt: skip
+        self.index_degraded = Gauge(
+            "gateway_index_degraded",
+            "1 while the cache-location index is unreachable and routing uses load only.",
+            registry=r,
         )  # fmt: skip
         self._routes: dict[str, RouteMetrics] = {}
 

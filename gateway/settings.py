@@ -65,6 +65,7 @@ class HashingSettings(StrictModel):
 
     block_bytes: Annotated[int, Field(ge=16, le=65536)] = 256
     max_blocks: Annotated[int, Field(ge=1, le=16384)] = 512
+    bytes_per_token: Annotated[float, Field(gt=0.5, le=16.0)] = 4.0
 
 
 class UpstreamSettings(StrictModel):
@@ -82,15 +83,53 @@ class HealthSettings(StrictModel):
     """How often backends are probed, and when they count as down or back."""
 
     interval_s: PositiveFloat = 2.0
+    load_interval_s: PositiveFloat = 1.0
     timeout_s: PositiveFloat = 1.0
     failures_to_down: PositiveInt = 2
     successes_to_up: PositiveInt = 1
 
 
-class RoutingSettings(StrictModel):
-    """Which routing policy decides; profiles, lanes and tiers join here."""
+PolicyName = Literal["profile", "round_robin", "least_loaded", "sglang_threshold"]
+ScorerName = Literal["cost", "affinity", "load"]
+FilterName = Literal["model", "health"]
 
-    policy: Literal["round_robin"] = "round_robin"
+
+class ProfileSettings(StrictModel):
+    """A routing profile: filters, then scorers (each in [0, 1]) times weights, then a picker."""
+
+    filters: list[FilterName] = ["model", "health"]
+    scorers: dict[ScorerName, Annotated[float, Field(ge=0)]] = {"cost": 1.0}
+    picker: Literal["max_score"] = "max_score"
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> ProfileSettings:
+        if not any(weight > 0 for weight in self.scorers.values()):
+            raise ValueError("a profile needs at least one scorer with a positive weight")
+        return self
+
+
+class ThresholdSettings(StrictModel):
+    """The SGLang-style baseline: balance when load is skewed, else follow the best match."""
+
+    balance_abs_threshold: Annotated[int, Field(ge=0)] = 64
+    balance_rel_threshold: Annotated[float, Field(ge=1.0)] = 1.5
+    cache_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
+
+
+class RoutingSettings(StrictModel):
+    """Which routing policy decides; lanes and tiers join here."""
+
+    policy: PolicyName = "round_robin"
+    profile: str = "default"
+    profiles: dict[str, ProfileSettings] = {"default": ProfileSettings()}
+    threshold: ThresholdSettings = ThresholdSettings()
+    explain: bool = False
+
+    @model_validator(mode="after")
+    def _profile_exists(self) -> RoutingSettings:
+        if self.profile not in self.profiles:
+            raise ValueError(f"routing.profile {self.profile!r} is not in routing.profiles")
+        return self
 
 
 class BackendSettings(StrictModel):

@@ -66,7 +66,8 @@ class InferenceEndpoint:
                 param="model",
                 code="model_not_found",
             )
-        ranked = self._deps.router.rank(candidates)
+        placement = await self._deps.placer.place(request, candidates)
+        ranked = placement.decision.ranked
         task = asyncio.current_task()
         assert task is not None
         gone = False
@@ -83,10 +84,11 @@ class InferenceEndpoint:
 
         watcher = asyncio.create_task(watch_disconnect())
         try:
-            await self._deps.forwarder.forward(request, ranked, send, outcome)
+            await self._deps.forwarder.forward(request, ranked, send, outcome, placement)
         except asyncio.CancelledError:
             if not gone:
                 raise
             task.uncancel()
         finally:
             watcher.cancel()
+        placement.finished(outcome)

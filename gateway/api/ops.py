@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from fastapi import FastAPI, Request
 import orjson
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 

@@ -16,9 +16,21 @@ class BackendState:
 
     healthy: bool = True
     in_flight: int = 0
+    pending_prefill_tokens: float = 0.0
     consecutive_failures: int = 0
     consecutive_successes: int = 0
     learned_max_context: int | None = None
+    engine: EngineLoad | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLoad:
+    """The engine's own load gauges, as last scraped from its metrics endpoint."""
+
+    running: float
+    waiting: float
+    kv_usage: float | None
+    sampled_at: float
 
 
 @dataclass

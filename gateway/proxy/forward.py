@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.api.request import InferenceRequest
 from gateway.errors import GatewayError
@@ -40,6 +40,22 @@ class ProxyOutcome:
     attempts: int = 0
 
 
+class AttemptObserver(Protocol):
+    """Told about each attempt, so load and cache accounting follow the request."""
+
+    def attempt_started(self, backend: Backend) -> None:
+        """The request is being sent to `backend`."""
+        ...
+
+    def first_byte(self, backend: Backend) -> None:
+        """`backend` started answering (its prefill is done)."""
+        ...
+
+    def attempt_ended(self, backend: Backend) -> None:
+        """The attempt on `backend` is over, whatever its outcome."""
+        ...
+
+
 class _Retry(Exception):
     """The attempt failed before anything reached the client; try the next backend."""
 
@@ -64,6 +80,7 @@ class Forwarder:
         ranked: Sequence[Backend],
         send: Send,
         outcome: ProxyOutcome,
+        observer: AttemptObserver,
     ) -> None:
         """Send the request to the first backend that takes it and relay its response."""
         attempts = ranked[: self._settings.max_attempts]
@@ -71,14 +88,14 @@ class Forwarder:
         for backend in attempts:
             outcome.attempts += 1
             outcome.backend = backend
-            backend.state.in_flight += 1
+            observer.attempt_started(backend)
             try:
-                await self._attempt(request, backend, send, outcome)
+                await self._attempt(request, backend, send, outcome, observer)
                 return
             except _Retry as retry:
                 last_error = retry.error
             finally:
-                backend.state.in_flight -= 1
+                observer.attempt_ended(backend)
         raise last_error
 
     async def _attempt(
@@ -87,6 +104,7 @@ class Forwarder:
         backend: Backend,
         send: Send,
         outcome: ProxyOutcome,
+        observer: AttemptObserver,
     ) -> None:
         url = backend.chat_url if request.kind == "chat" else backend.completions_url
         headers = [*FORWARD_HEADERS, *backend.auth_headers, (b"x-request-id", request.request_id)]
@@ -102,9 +120,9 @@ class Forwarder:
             if response.status != 200:
                 await self._upstream_error(backend, response)
             elif request.stream:
-                await self._relay_stream(request, backend, response, send, outcome)
+                await self._relay_stream(request, backend, response, send, outcome, observer)
             else:
-                await self._relay_whole(request, backend, response, send, outcome)
+                await self._relay_whole(request, backend, response, send, outcome, observer)
         finally:
             await response.aclose()
         attempts.labels(backend.id, "ok" if outcome.status == 200 else "error").inc()
@@ -147,6 +165,7 @@ class Forwarder:
         response: UpstreamResponse,
         send: Send,
         outcome: ProxyOutcome,
+        observer: AttemptObserver,
     ) -> None:
         try:
             body = await response.read()
@@ -154,6 +173,7 @@ class Forwarder:
             self._metrics.upstream_attempts.labels(backend.id, "broken").inc()
             error = GatewayError(502, f"Backend {backend.id} broke off its response: {exc}")
             raise _Retry(error) from exc
+        observer.first_byte(backend)
         start = self._start_message(request, backend, response, outcome, b"application/json")
         start["headers"].append((b"content-length", str(len(body)).encode()))
         await send(start)
@@ -168,13 +188,17 @@ class Forwarder:
         response: UpstreamResponse,
         send: Send,
         outcome: ProxyOutcome,
+        observer: AttemptObserver,
     ) -> None:
         pending = b""
         rewriting = False
         try:
             async for chunk in response.chunks():
                 if outcome.first_byte_at is None:
-                    start = self._start_message(request, backend, response, outcome, b"text/event-stream")
+                    observer.first_byte(backend)
+                    start = self._start_message(
+                        request, backend, response, outcome, b"text/event-stream"
+                    )
                     start["headers"].append((b"cache-control", b"no-cache"))
                     await send(start)
                 block, pending = split_complete(pending + chunk if pending else chunk)

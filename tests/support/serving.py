@@ -59,7 +59,10 @@ class ServerThread:
         try:
             self.loop.run_until_complete(
                 asyncio.gather(
-                    *(s.serve(sockets=[sock]) for s, sock in zip(self._servers, self.sockets))
+                    *(
+                        s.serve(sockets=[sock])
+                        for s, sock in zip(self._servers, self.sockets, strict=True)
+                    )
                 )
             )
             self._done.set_result(None)

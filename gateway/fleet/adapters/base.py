@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from gateway.errors import GatewayError
+from gateway.fleet.promtext import sum_samples
+
+
+class LoadSample(NamedTuple):
+    """Load gauges read from one scrape of an engine's metrics."""
+
+    running: float
+    waiting: float
+    kv_usage: float | None
+    lifetime_counter: float | None
+
+
+def _first(values: dict[str, float], names: tuple[str, ...]) -> float | None:
+    for name in names:
+        if name in values:
+            return values[name]
+    return None
 
 
 def _status_for_upstream(status: int) -> int:
@@ -23,7 +40,32 @@ class EngineAdapter:
 
     kind = "openai"
     health_path = "/health"
-    metrics_path = "/metrics"
+    metrics_path: str | None = "/metrics"
+    # Engine metric names, first found wins; the lifetime counter only grows until a restart.
+    running_metrics: tuple[str, ...] = ()
+    waiting_metrics: tuple[str, ...] = ()
+    kv_usage_metrics: tuple[str, ...] = ()
+    lifetime_counters: tuple[str, ...] = ()
+
+    def parse_load(self, text: str) -> LoadSample | None:
+        """Read running/waiting/KV-usage gauges from a metrics scrape (None if absent)."""
+        wanted = {
+            *self.running_metrics,
+            *self.waiting_metrics,
+            *self.kv_usage_metrics,
+            *self.lifetime_counters,
+        }
+        values = sum_samples(text, wanted)
+        running = _first(values, self.running_metrics)
+        waiting = _first(values, self.waiting_metrics)
+        if running is None and waiting is None:
+            return None
+        return LoadSample(
+            running or 0.0,
+            waiting or 0.0,
+            _first(values, self.kv_usage_metrics),
+            _first(values, self.lifetime_counters),
+        )
 
     def auth_headers(self, api_key: str | None) -> list[tuple[bytes, bytes]]:
         """Headers to send upstream so the backend accepts the request."""
@@ -39,7 +81,9 @@ class EngineAdapter:
             message = text or f"backend answered HTTP {status}"
         client_status = _status_for_upstream(status)
         retry_after = 1 if client_status in (429, 503) else None
-        return GatewayError(client_status, message, param=param, code=code, retry_after_s=retry_after)
+        return GatewayError(
+            client_status, message, param=param, code=code, retry_after_s=retry_after
+        )
 
     def normalize_stream_error(self, event: Any) -> GatewayError:
         """Turn an in-band error event (already parsed JSON) into the OpenAI shape."""

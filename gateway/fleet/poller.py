@@ -1,0 +1,172 @@
+"""Background probing of every backend: health, context window, engine load, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import orjson
+
+from gateway.fleet.registry import Backend, EngineLoad, Fleet
+from gateway.proxy.upstream import UpstreamBroken, UpstreamClient, UpstreamUnavailable
+from gateway.settings import HealthSettings
+
+log = logging.getLogger("gateway.fleet")
+
+BackendListener = Callable[[Backend], None]
+_PROBE_ERRORS = (UpstreamUnavailable, UpstreamBroken, TimeoutError)
+
+
+class FleetPoller:
+    """Probes health on one interval and scrapes engine load gauges on a shorter one.
+
+    A backend that comes back after being down, or whose lifetime counters went backwards,
+    has restarted with an empty cache: `on_restart` lets the index forget it.
+    """
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        client: UpstreamClient,
+        settings: HealthSettings,
+        *,
+        on_health_change: BackendListener | None = None,
+        on_restart: BackendListener | None = None,
+    ) -> None:
+        self._fleet = fleet
+        self._client = client
+        self._settings = settings
+        self._on_health_change = on_health_change
+        self._on_restart = on_restart
+        self._lifetime: dict[str, float] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """Start both polling loops in the background."""
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._every(self._settings.interval_s, self.poll_health)),
+                asyncio.create_task(self._every(self._settings.load_interval_s, self.poll_load)),
+            ]
+
+    async def close(self) -> None:
+        """Stop polling."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def poll_health(self) -> None:
+        """Probe every backend's health once, concurrently."""
+        await asyncio.gather(*(self._probe_health(b) for b in self._fleet.backends))
+
+    async def poll_load(self) -> None:
+        """Scrape every backend's engine metrics once, concurrently."""
+        await asyncio.gather(
+            *(self._scrape_load(b) for b in self._fleet.backends if b.adapter.metrics_path)
+        )
+
+    async def _every(self, interval_s: float, poll: Callable[[], object]) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            result = poll()
+            if asyncio.iscoroutine(result):
+                await result
+
+    async def _get(self, backend: Backend, path: str) -> tuple[int, bytes]:
+        async with asyncio.timeout(self._settings.timeout_s):
+            response = await self._client.send(
+                "GET",
+                backend.settings.base_url + path,
+                None,
+                backend.auth_headers,
+                timeout_s=self._settings.timeout_s,
+            )
+            try:
+                return response.status, await response.read()
+            finally:
+                await response.aclose()
+
+    async def _probe_health(self, backend: Backend) -> None:
+        try:
+            status, _ = await self._get(backend, backend.adapter.health_path)
+            ok = status == 200
+        except _PROBE_ERRORS:
+            ok = False
+        if ok and backend.state.learned_max_context is None:
+            await self._learn_context(backend)
+        self._update_health(backend, ok)
+
+    async def _learn_context(self, backend: Backend) -> None:
+        try:
+            status, body = await self._get(backend, "/v1/models")
+            if status == 200:
+                backend.state.learned_max_context = max_model_len(body)
+        except (*_PROBE_ERRORS, orjson.JSONDecodeError):
+            return
+
+    async def _scrape_load(self, backend: Backend) -> None:
+        path = backend.adapter.metrics_path
+        assert path is not None
+        try:
+            status, body = await self._get(backend, path)
+        except _PROBE_ERRORS:
+            backend.state.engine = None
+            return
+        sample = (
+            backend.adapter.parse_load(body.decode("utf-8", "replace")) if status == 200 else None
+        )
+        if sample is None:
+            backend.state.engine = None
+            return
+        backend.state.engine = EngineLoad(
+            sample.running, sample.waiting, sample.kv_usage, time.monotonic()
+        )
+        if sample.lifetime_counter is not None:
+            previous = self._lifetime.get(backend.id)
+            self._lifetime[backend.id] = sample.lifetime_counter
+            if previous is not None and sample.lifetime_counter < previous:
+                log.warning("backend %s restarted (its counters went backwards)", backend.id)
+                self._restarted(backend)
+
+    def _restarted(self, backend: Backend) -> None:
+        if self._on_restart is not None:
+            self._on_restart(backend)
+
+    def _update_health(self, backend: Backend, ok: bool) -> None:
+        state = backend.state
+        if ok:
+            state.consecutive_failures = 0
+            state.consecutive_successes += 1
+            flip = (
+                not state.healthy and state.consecutive_successes >= self._settings.successes_to_up
+            )
+        else:
+            state.consecutive_successes = 0
+            state.consecutive_failures += 1
+            flip = state.healthy and state.consecutive_failures >= self._settings.failures_to_down
+        if not flip:
+            return
+        state.healthy = not state.healthy
+        log.warning("backend %s is now %s", backend.id, "up" if state.healthy else "down")
+        if self._on_health_change is not None:
+            self._on_health_change(backend)
+        if state.healthy:
+            # A backend that was down may have restarted with an empty cache.
+            self._restarted(backend)
+
+
+def max_model_len(body: bytes) -> int | None:
+    """The largest `max_model_len` in a `/v1/models` answer."""
+    data = orjson.loads(body)
+    entries = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        return None
+    lengths = [
+        e["max_model_len"]
+        for e in entries
+        if isinstance(e, dict) and isinstance(e.get("max_model_len"), int)
+    ]
+    return max(lengths) if lengths else None

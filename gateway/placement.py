@@ -1,0 +1,149 @@
+"""Placement: hash the prompt, ask the index, let the router rank, then keep the books.
+
+The one awaited step before a decision (the index lookup) happens here, so `routing/` stays
+free of I/O; the per-request `Placement` follows each attempt to keep load and cache state true.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from gateway.api.request import InferenceRequest
+from gateway.fleet.registry import Backend
+from gateway.metrics import GatewayMetrics
+from gateway.prefix.hashing import PrefixKey, prefix_hashes
+from gateway.prefix.index import PrefixIndex
+from gateway.proxy.forward import ProxyOutcome
+from gateway.proxy.usage import reported_cached_tokens
+from gateway.routing.types import Decision, Router, RouteRequest
+from gateway.settings import HashingSettings
+from gateway.tasks import BackgroundTasks
+
+log = logging.getLogger("gateway.routing")
+
+
+class Placement:
+    """One request's decision, and its bookkeeping across attempts (an AttemptObserver)."""
+
+    __slots__ = ("_first_byte_seen", "_placer", "decision", "key", "request", "route")
+
+    def __init__(
+        self,
+        placer: Placer,
+        request: InferenceRequest,
+        key: PrefixKey,
+        route: RouteRequest,
+        decision: Decision,
+    ) -> None:
+        self._placer = placer
+        self.request = request
+        self.key = key
+        self.route = route
+        self.decision = decision
+        self._first_byte_seen = False
+
+    def attempt_started(self, backend: Backend) -> None:
+        """Count the request on `backend` and teach the index where its prefix now lives."""
+        state = backend.state
+        state.in_flight += 1
+        state.pending_prefill_tokens += self.route.uncached_tokens(backend)
+        self._first_byte_seen = False
+        if self.key.hashes:
+            self._placer.record(self.request.model, backend, self.key.hashes)
+
+    def first_byte(self, backend: Backend) -> None:
+        """The backend's prefill for this request is over."""
+        if not self._first_byte_seen:
+            self._first_byte_seen = True
+            self._release_prefill(backend)
+
+    def attempt_ended(self, backend: Backend) -> None:
+        """The attempt is over: release what it held."""
+        backend.state.in_flight -= 1
+        if not self._first_byte_seen:
+            self._first_byte_seen = True
+            self._release_prefill(backend)
+
+    def _release_prefill(self, backend: Backend) -> None:
+        state = backend.state
+        state.pending_prefill_tokens = max(
+            0.0, state.pending_prefill_tokens - self.route.uncached_tokens(backend)
+        )
+
+    def finished(self, outcome: ProxyOutcome) -> None:
+        """Compare the cache hit the backend reported with the index's prediction."""
+        backend = outcome.backend
+        if backend is None or outcome.status != 200 or not self.key.hashes:
+            return
+        reported = reported_cached_tokens(outcome.tail_prev + outcome.tail)
+        if reported is not None:
+            self._placer.correct(self, backend, reported)
+
+
+class Placer:
+    """Turns a validated request into a ranked decision; owns the index bookkeeping."""
+
+    def __init__(
+        self,
+        hashing: HashingSettings,
+        index: PrefixIndex,
+        router: Router,
+        metrics: GatewayMetrics,
+        tasks: BackgroundTasks,
+    ) -> None:
+        self._hashing = hashing
+        self._block_tokens = hashing.block_bytes / hashing.bytes_per_token
+        self._index = index
+        self._router = router
+        self._metrics = metrics
+        self._tasks = tasks
+        self._decision_time = metrics.routing_decision.labels(router.name)
+
+    async def place(self, request: InferenceRequest, candidates: Sequence[Backend]) -> Placement:
+        """Hash, look up, decide."""
+        started = time.perf_counter()
+        salt = request.data.get("cache_salt")
+        key = prefix_hashes(
+            request.data,
+            request.kind,
+            request.model,
+            salt if isinstance(salt, str) else None,
+            self._hashing.block_bytes,
+            self._hashing.max_blocks,
+        )
+        matches = await self._index.lookup(request.model, key.hashes) if key.hashes else {}
+        route = RouteRequest(
+            model=request.model,
+            prompt_tokens=key.rendered_bytes / self._hashing.bytes_per_token,
+            total_blocks=len(key.hashes),
+            block_tokens=self._block_tokens,
+            matches=matches,
+        )
+        decision = self._router.decide(route, candidates)
+        self._decision_time.observe(time.perf_counter() - started)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("route %s %s", request.request_id.decode(), decision.explain())
+        return Placement(self, request, key, route, decision)
+
+    def record(self, model: str, backend: Backend, hashes: list[int]) -> None:
+        """Record off the request path."""
+        self._tasks.spawn(self._index.record(model, backend.id, hashes))
+
+    def correct(self, placement: Placement, backend: Backend, reported_tokens: int) -> None:
+        """Count predicted against reported cached tokens; drop entries the backend lost."""
+        route = placement.route
+        predicted_blocks = route.matched_blocks(backend)
+        self._metrics.cached_tokens_predicted.labels(backend.id).inc(
+            min(route.prompt_tokens, predicted_blocks * route.block_tokens)
+        )
+        self._metrics.cached_tokens_reported.labels(backend.id).inc(reported_tokens)
+        # Engines count whole engine blocks and our token estimate is approximate: allow one
+        # block of slack before deciding the backend lost part of the chain.
+        reported_blocks = int(reported_tokens / route.block_tokens)
+        if reported_blocks + 1 < predicted_blocks:
+            self._metrics.index_corrections.labels(backend.id).inc()
+            self._tasks.spawn(
+                self._index.truncate(route.model, backend.id, placement.key.hashes, reported_blocks)
+            )

@@ -1,0 +1,81 @@
+"""The profile scheduler: filters, then weighted scorers, then the best-first ranking."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+
+from gateway.fleet.registry import Backend
+from gateway.routing.filters import HealthFilter, ModelFilter
+from gateway.routing.scorers import AffinityScorer, CostScorer, LoadScorer
+from gateway.routing.types import Decision, Filter, RouteRequest, Scorer
+from gateway.settings import FilterName, ProfileSettings, ScorerName
+
+
+def _filter(name: FilterName) -> Filter:
+    filters: dict[str, Filter] = {"model": ModelFilter(), "health": HealthFilter()}
+    return filters[name]
+
+
+def _scorer(name: ScorerName) -> Scorer:
+    scorers: dict[str, Scorer] = {
+        "cost": CostScorer(),
+        "affinity": AffinityScorer(),
+        "load": LoadScorer(),
+    }
+    return scorers[name]
+
+
+def rank_by_total(
+    candidates: Sequence[Backend], totals: Sequence[float], rng: random.Random
+) -> list[Backend]:
+    """Candidates by descending total; equal totals in random order."""
+    order = sorted(range(len(candidates)), key=lambda i: (-totals[i], rng.random()))
+    return [candidates[i] for i in order]
+
+
+class ProfileRouter:
+    """A routing profile as declared in the config."""
+
+    def __init__(
+        self,
+        name: str,
+        filters: Sequence[Filter],
+        scorers: Sequence[tuple[Scorer, float]],
+        rng: random.Random,
+    ) -> None:
+        self.name = f"profile:{name}"
+        self._filters = list(filters)
+        self._scorers = [(s, w) for s, w in scorers if w > 0]
+        self._rng = rng
+
+    @classmethod
+    def from_settings(
+        cls, name: str, settings: ProfileSettings, rng: random.Random
+    ) -> ProfileRouter:
+        """Build the profile's plugins."""
+        return cls(
+            name,
+            [_filter(f) for f in settings.filters],
+            [(_scorer(s), w) for s, w in settings.scorers.items()],
+            rng,
+        )
+
+    def decide(self, request: RouteRequest, candidates: Sequence[Backend]) -> Decision:
+        """Filter, score, weight, rank."""
+        started = time.perf_counter()
+        kept: Sequence[Backend] = candidates
+        for plugin in self._filters:
+            kept = plugin.keep(request, kept)
+        totals = [0.0] * len(kept)
+        details: dict[str, dict[str, float]] = {b.id: {} for b in kept}
+        for scorer, weight in self._scorers:
+            for i, value in enumerate(scorer.score(request, kept)):
+                value = min(1.0, max(0.0, value))
+                totals[i] += weight * value
+                details[kept[i].id][scorer.name] = value
+        for i, backend in enumerate(kept):
+            details[backend.id]["total"] = totals[i]
+        ranked = rank_by_total(kept, totals, self._rng)
+        return Decision(ranked, self.name, details, time.perf_counter() - started)

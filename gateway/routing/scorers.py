@@ -1,0 +1,71 @@
+"""Scorers: cache affinity, load, and estimated time to first token, each in [0, 1]."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.fleet.registry import Backend
+from gateway.routing.types import RouteRequest
+
+# Floor for estimated prefill seconds, so tiny prompts on idle backends don't divide by ~0.
+MIN_TTFT_S = 0.001
+
+
+def backend_load(backend: Backend) -> float:
+    """Requests on a backend: the gateway's own count, or the engine's when it reports more."""
+    local = float(backend.state.in_flight)
+    engine = backend.state.engine
+    if engine is None:
+        return local
+    return max(local, engine.running + engine.waiting)
+
+
+def queued_prefill_s(backend: Backend) -> float:
+    """Seconds of prefill work already queued on a backend, from the gateway's accounting."""
+    return backend.state.pending_prefill_tokens / backend.settings.prefill_tokens_per_s
+
+
+def estimated_ttft_s(request: RouteRequest, backend: Backend) -> float:
+    """Queued prefill ahead of the request plus its own uncached prefill, in seconds."""
+    own = request.uncached_tokens(backend) / backend.settings.prefill_tokens_per_s
+    return max(MIN_TTFT_S, queued_prefill_s(backend) + own)
+
+
+class AffinityScorer:
+    """The fraction of the request's prefix blocks a backend already holds."""
+
+    name = "affinity"
+
+    def score(self, request: RouteRequest, candidates: Sequence[Backend]) -> list[float]:
+        """Matched ÷ total blocks (0 when the prompt has no full block)."""
+        if request.total_blocks == 0:
+            return [0.0] * len(candidates)
+        return [min(1.0, request.matched_blocks(b) / request.total_blocks) for b in candidates]
+
+
+class LoadScorer:
+    """Less loaded is better: (least load + 1) ÷ (this load + 1)."""
+
+    name = "load"
+
+    def score(self, request: RouteRequest, candidates: Sequence[Backend]) -> list[float]:
+        """1 for the least loaded candidate, falling towards 0 with load."""
+        loads = [backend_load(b) for b in candidates]
+        least = min(loads, default=0.0)
+        return [(least + 1.0) / (load + 1.0) for load in loads]
+
+
+class CostScorer:
+    """Estimated time to first token, which puts affinity, load and hardware speed in seconds.
+
+    Score = fastest estimate ÷ this estimate, so the fastest backend scores 1 and one twice
+    as slow scores 0.5.
+    """
+
+    name = "cost"
+
+    def score(self, request: RouteRequest, candidates: Sequence[Backend]) -> list[float]:
+        """Relative speed to first token."""
+        estimates = [estimated_ttft_s(request, b) for b in candidates]
+        best = min(estimates, default=MIN_TTFT_S)
+        return [best / estimate for estimate in estimates]
