@@ -10,6 +10,7 @@ from gateway.api.asgi import (
     Receive,
     Scope,
     Send,
+    header_value,
     read_body,
     request_id_for,
     send_error,
@@ -31,6 +32,7 @@ class InferenceEndpoint:
         self._metrics = deps.metrics.route(kind)
         self._disconnects = deps.metrics.client_disconnects.labels(kind)
         self._limit = deps.settings.server.max_body_bytes
+        self._explain_all = deps.settings.routing.explain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -39,7 +41,7 @@ class InferenceEndpoint:
         try:
             body = await read_body(scope, receive, self._limit)
             request = parse_request(self._kind, body, request_id)
-            await self._forward(request, receive, send, outcome)
+            await self._forward(scope, request, receive, send, outcome)
             status = outcome.status if outcome.finished else CLIENT_CLOSED
         except GatewayError as error:
             extra = [(b"x-request-id", request_id)]
@@ -56,7 +58,12 @@ class InferenceEndpoint:
         self._metrics.finished(status, time.perf_counter() - started)
 
     async def _forward(
-        self, request: InferenceRequest, receive: Receive, send: Send, outcome: ProxyOutcome
+        self,
+        scope: Scope,
+        request: InferenceRequest,
+        receive: Receive,
+        send: Send,
+        outcome: ProxyOutcome,
     ) -> None:
         candidates = self._deps.fleet.serving(request.model)
         if not candidates:
@@ -68,6 +75,10 @@ class InferenceEndpoint:
             )
         placement = await self._deps.placer.place(request, candidates)
         ranked = placement.decision.ranked
+        if self._explain_all or header_value(scope, b"x-gateway-explain") == b"1":
+            outcome.extra_headers.append(
+                (b"x-gateway-route", placement.decision.explain().encode())
+            )
         task = asyncio.current_task()
         assert task is not None
         gone = False

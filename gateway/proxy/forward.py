@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.api.request import InferenceRequest
@@ -38,6 +38,7 @@ class ProxyOutcome:
     tail_prev: bytes = b""
     finished: bool = False
     attempts: int = 0
+    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 class AttemptObserver(Protocol):
@@ -155,6 +156,7 @@ class Forwarder:
                 (b"content-type", response.header(b"content-type") or default),
                 (b"x-request-id", request.request_id),
                 (b"x-gateway-backend", backend.id_bytes),
+                *outcome.extra_headers,
             ],
         }
 
