@@ -61,17 +61,25 @@ def cache_capacities(fleet: Fleet, hashing: HashingSettings) -> dict[str, int]:
     }
 
 
-def build_index(settings: IndexSettings, on_degraded: object = None) -> PrefixIndex:
+def build_index(settings: IndexSettings, metrics: GatewayMetrics) -> PrefixIndex:
     """The configured cache-location index."""
     if settings.kind == "redis":
-        from gateway.prefix.redis import RedisIndex
+        from gateway.prefix.redis import RedisPrefixIndex
+
+        def degraded_changed(degraded: bool) -> None:
+            metrics.index_degraded.set(1 if degraded else 0)
+            if degraded:
+                log.warning("cache-location index degraded: Redis unreachable, routing by load")
+            else:
+                log.warning("cache-location index recovered: Redis reachable again")
 
         assert settings.redis_url is not None
-        return RedisIndex(
+        return RedisPrefixIndex(
             settings.redis_url,
             key_prefix=settings.key_prefix,
             lookup_timeout_s=settings.lookup_timeout_ms / 1000,
-            record_timeout_s=settings.record_timeout_ms / 1000,
+            write_timeout_s=settings.record_timeout_ms / 1000,
+            on_degraded_change=degraded_changed,
         )
     from gateway.prefix.memory import MemoryPrefixIndex
 
@@ -89,7 +97,7 @@ def build_deps(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
         read_timeout_s=upstream.read_timeout_s,
         keepalive_expiry_s=upstream.keepalive_expiry_s,
     )
-    index = build_index(settings.index)
+    index = build_index(settings.index, metrics)
     tasks = BackgroundTasks()
 
     def health_changed(backend: Backend) -> None:

@@ -97,7 +97,7 @@ class GatewayMetrics:
             ["backend"], registry=r,
         )  # fmt: skip
         self.backend_restarts = Counter(
-            "gateway_backend_restarts", "Backend restarts detected (their cache entries forgotten).",
+            "gateway_backend_restarts", "Backend restarts seen (their cache entries forgotten).",
             ["backend"], registry=r,
         )  # fmt: skip
         self.index_degraded = Gauge(

@@ -60,11 +60,13 @@ class Placement:
             self._release_prefill(backend)
 
     def attempt_ended(self, backend: Backend) -> None:
-        """The attempt is over: release what it held."""
+        """The attempt is over: release what it held; undo the record if it never started."""
         backend.state.in_flight -= 1
         if not self._first_byte_seen:
             self._first_byte_seen = True
             self._release_prefill(backend)
+            if self.key.hashes:
+                self._placer.unrecord(self, backend)
 
     def _release_prefill(self, backend: Backend) -> None:
         state = backend.state
@@ -77,7 +79,9 @@ class Placement:
         backend = outcome.backend
         if backend is None or outcome.status != 200 or not self.key.hashes:
             return
-        reported = reported_cached_tokens(outcome.tail_prev + outcome.tail)
+        reported = reported_cached_tokens(
+            outcome.tail_prev + outcome.tail, backend.settings.reports_cached_tokens
+        )
         if reported is not None:
             self._placer.correct(self, backend, reported)
 
@@ -130,6 +134,15 @@ class Placer:
     def record(self, model: str, backend: Backend, hashes: list[int]) -> None:
         """Record off the request path."""
         self._tasks.spawn(self._index.record(model, backend.id, hashes))
+
+    def unrecord(self, placement: Placement, backend: Backend) -> None:
+        """A failed attempt: the backend holds no more of the chain than it did before."""
+        route = placement.route
+        self._tasks.spawn(
+            self._index.truncate(
+                route.model, backend.id, placement.key.hashes, route.matched_blocks(backend)
+            )
+        )
 
     def correct(self, placement: Placement, backend: Backend, reported_tokens: int) -> None:
         """Count predicted against reported cached tokens; drop entries the backend lost."""

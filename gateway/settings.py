@@ -47,7 +47,7 @@ class IndexSettings(StrictModel):
 
     kind: Literal["memory", "redis"] = "memory"
     redis_url: str | None = None
-    key_prefix: str = "pgw"
+    key_prefix: Annotated[str, Field(pattern=r"^[^{}]*$")] = "pgw:"
     lookup_timeout_ms: PositiveFloat = 50.0
     record_timeout_ms: PositiveFloat = 200.0
 
@@ -145,6 +145,7 @@ class BackendSettings(StrictModel):
     prefill_tokens_per_s: PositiveFloat = 10_000.0
     max_concurrency: PositiveInt = 256
     kv_cache_tokens: PositiveInt = 1_000_000
+    reports_cached_tokens: bool = False
     api_key: SecretStr | None = None
 
     @field_validator("url")

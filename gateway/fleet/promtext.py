@@ -1,31 +1,40 @@
-"""A small reader for the Prometheus text format: sums of samples by metric name."""
+"""A small reader for the Prometheus text format: samples grouped by metric name."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 
+_NAME = re.compile(r"[^\s{]+")
 
-def sum_samples(text: str, names: Collection[str]) -> dict[str, float]:
-    """For each wanted metric name present, the sum of its samples over all label sets."""
-    totals: dict[str, float] = {}
-    for line in text.splitlines():
+
+def collect_samples(text: str, names: Collection[str]) -> dict[str, list[float]]:
+    """For each wanted metric name present, the values of its samples over all label sets."""
+    found: dict[str, list[float]] = {}
+    for raw in text.splitlines():
+        line = raw.lstrip()
         if not line or line[0] == "#":
             continue
-        brace = line.find("{")
-        space = line.find(" ")
-        if space < 0:
+        match = _NAME.match(line)
+        if match is None or match.group() not in names:
             continue
-        end = brace if 0 <= brace < space else space
-        name = line[:end]
-        if name not in names:
-            continue
-        value_part = line[line.rfind("}") + 1 :] if brace >= 0 else line[space:]
-        fields = value_part.split()
+        rest = line[match.end() :]
+        if rest.startswith("{"):
+            close = rest.rfind("}")
+            if close < 0:
+                continue
+            rest = rest[close + 1 :]
+        fields = rest.split()
         if not fields:
             continue
         try:
             value = float(fields[0])
         except ValueError:
             continue
-        totals[name] = totals.get(name, 0.0) + value
-    return totals
+        found.setdefault(match.group(), []).append(value)
+    return found
+
+
+def sum_samples(text: str, names: Collection[str]) -> dict[str, float]:
+    """For each wanted metric name present, the sum of its samples over all label sets."""
+    return {name: sum(values) for name, values in collect_samples(text, names).items()}

@@ -175,6 +175,9 @@ class Forwarder:
             self._metrics.upstream_attempts.labels(backend.id, "broken").inc()
             error = GatewayError(502, f"Backend {backend.id} broke off its response: {exc}")
             raise _Retry(error) from exc
+        # Release the upstream connection before the last send: nothing after it may yield, so
+        # the accounting that follows is done before any other request can observe the result.
+        await response.aclose()
         observer.first_byte(backend)
         start = self._start_message(request, backend, response, outcome, b"application/json")
         start["headers"].append((b"content-length", str(len(body)).encode()))
@@ -217,6 +220,7 @@ class Forwarder:
             if outcome.first_byte_at is None:
                 raise _Retry(error) from exc
             self._metrics.stream_errors.labels(backend.id).inc()
+            await response.aclose()
             await send({"type": "http.response.body", "body": error.sse_event()})
             outcome.finished = True
             return
@@ -225,5 +229,6 @@ class Forwarder:
         closing = pending
         if rewriting and not outcome.tail.endswith(DONE_EVENT):
             closing += DONE_EVENT
+        await response.aclose()
         await send({"type": "http.response.body", "body": closing, "more_body": False})
         outcome.finished = True

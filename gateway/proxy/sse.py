@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import orjson
 
 from gateway.fleet.adapters.base import EngineAdapter
@@ -10,12 +12,21 @@ ERROR_MARK = b'"error"'
 DONE_EVENT = b"data: [DONE]\n\n"
 
 
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
 def split_complete(buffer: bytes) -> tuple[bytes, bytes]:
-    """Split into (complete events, unfinished remainder) at the last blank line."""
+    """Split into (complete events, unfinished remainder) at the last blank line.
+
+    SSE lines end in LF, CRLF or CR; most engines use LF, some Python servers CRLF.
+    """
     end = buffer.rfind(b"\n\n")
-    if end < 0:
+    if end >= 0 and b"\r" not in buffer:
+        return buffer[: end + 2], buffer[end + 2 :]
+    ends = [m.end() for m in _EVENT_END.finditer(buffer)]
+    if not ends:
         return b"", buffer
-    return buffer[: end + 2], buffer[end + 2 :]
+    return buffer[: ends[-1]], buffer[ends[-1] :]
 
 
 def rewrite_error_events(block: bytes, adapter: EngineAdapter) -> tuple[bytes, bool]:
@@ -26,7 +37,7 @@ def rewrite_error_events(block: bytes, adapter: EngineAdapter) -> tuple[bytes, b
     """
     out: list[bytes] = []
     found = False
-    for event in block.split(b"\n\n"):
+    for event in _EVENT_END.split(block):
         if not event:
             continue
         payload = _data_payload(event)
@@ -45,7 +56,7 @@ def rewrite_error_events(block: bytes, adapter: EngineAdapter) -> tuple[bytes, b
 
 
 def _data_payload(event: bytes) -> bytes | None:
-    for line in event.split(b"\n"):
+    for line in event.splitlines():
         if line.startswith(b"data:"):
             return line[5:].lstrip(b" ")
     return None

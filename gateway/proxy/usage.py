@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 _CACHED = b'"cached_tokens"'
+_USAGE = b'"prompt_tokens"'
 
 
-def reported_cached_tokens(tail: bytes) -> int | None:
+def reported_cached_tokens(tail: bytes, absent_means_zero: bool = False) -> int | None:
     """`usage.prompt_tokens_details.cached_tokens` from the last bytes of a response, if present.
 
-    Only explicit values count: engines omit the field when they don't report (vLLM without
-    `--enable-prompt-tokens-details`) or when it is zero, so absence says nothing.
+    vLLM omits the field when it is zero, and every engine omits it when reporting is off; so a
+    usage block without it means zero only for a backend known to report (`absent_means_zero`).
     """
     at = tail.rfind(_CACHED)
     if at < 0:
-        return None
+        return 0 if absent_means_zero and _USAGE in tail else None
     i = at + len(_CACHED)
     n = len(tail)
     while i < n and tail[i] in b" \t:":

@@ -55,7 +55,7 @@ class LeastLoadedRouter:
 class ThresholdRouter:
     """SGLang-style cache-aware rule, as that router documents it.
 
-    When load is skewed (max − min in flight above an absolute threshold and max above a
+    When load is skewed (max - min in flight above an absolute threshold and max above a
     relative multiple of min) send to the least loaded; otherwise to the best prefix match if
     its match ratio exceeds the cache threshold; otherwise to the least loaded.
     """

@@ -86,7 +86,7 @@ class SimFaults:
     _any_rate: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.update({})
+        self.update(self.to_dict())
 
     @property
     def any_rate(self) -> bool:

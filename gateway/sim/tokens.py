@@ -141,10 +141,8 @@ def _content_parts(content: Iterable[Mapping[str, Any]]) -> Iterable[str]:
 
 def output_word_index(digest: int, position: int) -> int:
     """Index into VOCABULARY of the generated word at a position (a pure function)."""
-    x = (digest + (position + 1) * 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return (x ^ (x >> 31)) % len(VOCABULARY)
+    x = ((digest ^ (position * 0x9E3779B97F4A7C15)) * 0xBF58476D1CE4E5B9) & _MASK64
+    return (x >> 40) % len(VOCABULARY)
 
 
 def output_text(digest: int, n_tokens: int) -> str:

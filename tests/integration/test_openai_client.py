@@ -38,10 +38,12 @@ def test_non_streamed_chat_and_completion(client):
         model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=5
     )
     assert chat.choices[0].message.content
-    assert chat.usage is not None and chat.usage.completion_tokens == 5
+    assert chat.usage is not None
+    assert chat.usage.completion_tokens == 5
     completion = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=4)
     assert completion.choices[0].text
-    assert completion.usage is not None and completion.usage.completion_tokens == 4
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == 4
 
 
 def test_models_lists_the_simulated_model(client):

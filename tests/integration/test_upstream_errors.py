@@ -15,7 +15,8 @@ CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Hello there"}]
 def assert_openai_error(body: dict, status: int) -> dict:
     error = body["error"]
     assert set(error) == {"message", "type", "param", "code"}
-    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["message"], str)
+    assert error["message"]
     assert error["code"] is None or isinstance(error["code"], str)
     return error
 

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from gateway.errors import GatewayError
-from gateway.fleet.promtext import sum_samples
+from gateway.fleet.promtext import collect_samples
 
 
 class LoadSample(NamedTuple):
@@ -55,16 +55,19 @@ class EngineAdapter:
             *self.kv_usage_metrics,
             *self.lifetime_counters,
         }
-        values = sum_samples(text, wanted)
-        running = _first(values, self.running_metrics)
-        waiting = _first(values, self.waiting_metrics)
+        samples = collect_samples(text, wanted)
+        totals = {name: sum(values) for name, values in samples.items()}
+        # KV usage is a fraction per engine (data-parallel ranks): average it, don't add it up.
+        means = {name: sum(values) / len(values) for name, values in samples.items()}
+        running = _first(totals, self.running_metrics)
+        waiting = _first(totals, self.waiting_metrics)
         if running is None and waiting is None:
             return None
         return LoadSample(
             running or 0.0,
             waiting or 0.0,
-            _first(values, self.kv_usage_metrics),
-            _first(values, self.lifetime_counters),
+            _first(means, self.kv_usage_metrics),
+            _first(totals, self.lifetime_counters),
         )
 
     def auth_headers(self, api_key: str | None) -> list[tuple[bytes, bytes]]:

@@ -1,0 +1,368 @@
+"""Engine adapters: error normalisation into OpenAI's shape and load parsing per engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.fleet.adapters.base import EngineAdapter, LoadSample
+from gateway.fleet.adapters.engines import (
+    OpenAIAdapter,
+    SglangAdapter,
+    TgiAdapter,
+    VllmAdapter,
+    adapter_for,
+)
+
+ENGINES = ["vllm", "sglang", "tgi", "openai"]
+
+
+def inner(error: Any) -> dict[str, Any]:
+    body: dict[str, Any] = orjson.loads(error.body())
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    return body["error"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("kind", "cls"),
+    [
+        ("vllm", VllmAdapter),
+        ("sglang", SglangAdapter),
+        ("tgi", TgiAdapter),
+        ("openai", OpenAIAdapter),
+    ],
+)
+def test_adapter_for_each_kind(kind: str, cls: type[EngineAdapter]) -> None:
+    adapter = adapter_for(kind)  # type: ignore[arg-type]
+    assert type(adapter) is cls
+    assert adapter.kind == kind
+
+
+def test_adapters_are_fresh_instances() -> None:
+    assert adapter_for("vllm") is not adapter_for("vllm")
+
+
+def test_openai_servers_are_probed_through_models_and_not_scraped() -> None:
+    adapter = adapter_for("openai")
+    assert adapter.health_path == "/v1/models"
+    assert adapter.metrics_path is None
+    assert adapter.parse_load("vllm:num_requests_running 3\n") is None
+
+
+def test_auth_headers() -> None:
+    adapter = adapter_for("vllm")
+    assert adapter.auth_headers(None) == []
+    assert adapter.auth_headers("") == []
+    assert adapter.auth_headers("sk-1") == [(b"authorization", b"Bearer sk-1")]
+
+
+# --- normalize_error ---------------------------------------------------------------------------
+
+VLLM_NESTED = orjson.dumps(
+    {
+        "error": {
+            "message": "This model's maximum context length is 4096 tokens.",
+            "type": "BadRequestError",
+            "param": None,
+            "code": 400,
+        }
+    }
+)
+FLAT = orjson.dumps(
+    {
+        "object": "error",
+        "message": "Input length 4231 exceeds the maximum allowed length 4096.",
+        "type": "BadRequestError",
+        "param": None,
+        "code": 400,
+    }
+)
+
+
+@pytest.mark.parametrize("kind", ENGINES)
+def test_vllm_nested_error_with_integer_code(kind: str) -> None:
+    error = adapter_for(kind).normalize_error(400, VLLM_NESTED)  # type: ignore[arg-type]
+    assert error.status == 400
+    assert inner(error) == {
+        "message": "This model's maximum context length is 4096 tokens.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,  # the engine's integer status must not leak as OpenAI's string code
+    }
+    assert error.retry_after_s is None
+
+
+@pytest.mark.parametrize("kind", ["vllm", "sglang"])
+def test_flat_object_error(kind: str) -> None:
+    error = adapter_for(kind).normalize_error(400, FLAT)  # type: ignore[arg-type]
+    assert error.status == 400
+    body = inner(error)
+    assert body["message"] == "Input length 4231 exceeds the maximum allowed length 4096."
+    assert body["code"] is None
+    assert body["type"] == "invalid_request_error"
+
+
+def test_vllm_not_found_keeps_404() -> None:
+    raw = orjson.dumps({"error": {"message": "The model `x` does not exist.", "code": 404}})
+    error = adapter_for("vllm").normalize_error(404, raw)
+    assert error.status == 404
+    assert inner(error)["message"] == "The model `x` does not exist."
+
+
+def test_openai_string_param_and_code_are_kept() -> None:
+    raw = orjson.dumps(
+        {
+            "error": {
+                "message": "too long",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+        }
+    )
+    body = inner(adapter_for("openai").normalize_error(400, raw))
+    assert body["param"] == "messages"
+    assert body["code"] == "context_length_exceeded"
+
+
+def test_tgi_validation_422_becomes_client_400() -> None:
+    raw = orjson.dumps({"error": "Input validation error: too long", "error_type": "validation"})
+    error = adapter_for("tgi").normalize_error(422, raw)
+    assert error.status == 400
+    body = inner(error)
+    assert body["message"] == "Input validation error: too long"
+    assert body["type"] == "invalid_request_error"
+    assert body["code"] == "validation"
+    assert error.retry_after_s is None
+
+
+def test_tgi_generation_424_becomes_502() -> None:
+    raw = orjson.dumps({"error": "CUDA out of memory", "error_type": "generation"})
+    error = adapter_for("tgi").normalize_error(424, raw)
+    assert error.status == 502
+    assert inner(error)["type"] == "server_error"
+    assert inner(error)["message"] == "CUDA out of memory"
+
+
+@pytest.mark.parametrize("kind", ENGINES)
+def test_internal_error_500_becomes_502(kind: str) -> None:
+    raw = orjson.dumps({"error": {"message": "boom", "type": "InternalServerError", "code": 500}})
+    error = adapter_for(kind).normalize_error(500, raw)  # type: ignore[arg-type]
+    assert error.status == 502
+    assert inner(error)["message"] == "boom"
+    assert error.retry_after_s is None
+
+
+@pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.parametrize("kind", ENGINES)
+def test_overload_keeps_status_and_gets_retry_after(kind: str, status: int) -> None:
+    raw = orjson.dumps({"error": "Model is overloaded", "error_type": "overloaded"})
+    error = adapter_for(kind).normalize_error(status, raw)  # type: ignore[arg-type]
+    assert error.status == status
+    assert error.retry_after_s is not None
+    assert 1 <= error.retry_after_s <= 60
+    assert dict(error.headers())[b"retry-after"] == str(error.retry_after_s).encode()
+    assert inner(error)["message"] == "Model is overloaded"
+
+
+def test_non_json_body_gives_the_message_from_the_text() -> None:
+    error = adapter_for("tgi").normalize_error(
+        422, b"  Failed to deserialize the JSON body into the target type: missing field\n"
+    )
+    assert error.status == 400
+    assert inner(error)["message"] == (
+        "Failed to deserialize the JSON body into the target type: missing field"
+    )
+
+
+def test_long_text_body_is_cut() -> None:
+    error = adapter_for("vllm").normalize_error(500, b"x" * 5000)
+    assert inner(error)["message"] == "x" * 200
+
+
+def test_empty_body_names_the_status() -> None:
+    error = adapter_for("vllm").normalize_error(503, b"")
+    assert error.status == 503
+    assert "503" in inner(error)["message"]
+
+
+@pytest.mark.parametrize("raw", [b"[1, 2]", b'{"detail": "nope"}', b'{"error": 5}', b"null"])
+def test_json_without_a_known_shape_falls_back_to_text(raw: bytes) -> None:
+    error = adapter_for("sglang").normalize_error(400, raw)
+    assert error.status == 400
+    assert inner(error)["message"] == raw.decode()
+
+
+def test_invalid_utf8_text_does_not_raise() -> None:
+    error = adapter_for("vllm").normalize_error(502, b"bad \xff\xfe gateway")
+    assert error.status == 502
+    assert inner(error)["message"].startswith("bad ")
+
+
+# --- normalize_stream_error ----------------------------------------------------------------------
+
+
+def test_vllm_in_band_error_uses_its_integer_code_as_status() -> None:
+    event = {"error": {"message": "bad", "type": "BadRequestError", "param": None, "code": 400}}
+    error = adapter_for("vllm").normalize_stream_error(event)
+    assert error.status == 400
+    assert inner(error) == {
+        "message": "bad",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+
+
+def test_vllm_in_band_internal_error() -> None:
+    event = {"error": {"message": "engine died", "type": "InternalServerError", "code": 500}}
+    error = adapter_for("vllm").normalize_stream_error(event)
+    assert error.status == 502
+    assert inner(error)["type"] == "server_error"
+    assert inner(error)["message"] == "engine died"
+
+
+def test_older_vllm_in_band_flat_object_inside_error() -> None:
+    event = {
+        "error": {"object": "error", "message": "oops", "type": "BadRequestError", "code": 400}
+    }
+    error = adapter_for("sglang").normalize_stream_error(event)
+    assert error.status == 400
+    assert inner(error)["message"] == "oops"
+
+
+@pytest.mark.parametrize(("http_status", "client_status"), [(422, 400), (424, 502), (500, 502)])
+def test_tgi_in_band_error_with_http_status_code(http_status: int, client_status: int) -> None:
+    event = {"error": {"message": "Input validation error", "http_status_code": http_status}}
+    error = adapter_for("tgi").normalize_stream_error(event)
+    assert error.status == client_status
+    assert inner(error)["message"] == "Input validation error"
+
+
+def test_tgi_flat_in_band_error() -> None:
+    error = adapter_for("tgi").normalize_stream_error(
+        {"error": "Request failed during generation", "error_type": "generation"}
+    )
+    assert error.status == 502
+    assert inner(error)["message"] == "Request failed during generation"
+    assert inner(error)["code"] == "generation"
+
+
+def test_in_band_error_without_message_gets_a_default() -> None:
+    error = adapter_for("vllm").normalize_stream_error({"error": {}})
+    assert error.status == 502
+    assert inner(error)["message"] == "backend stream failed"
+
+
+def test_in_band_openai_string_code_is_kept_and_not_taken_as_status() -> None:
+    event = {"error": {"message": "x", "code": "context_length_exceeded", "param": "messages"}}
+    error = adapter_for("openai").normalize_stream_error(event)
+    assert error.status == 502
+    assert inner(error)["code"] == "context_length_exceeded"
+    assert inner(error)["param"] == "messages"
+
+
+# --- parse_load ----------------------------------------------------------------------------------
+
+VLLM_METRICS = """\
+# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="m"} 3.0
+vllm:num_requests_running{engine="1",model_name="m"} 2.0
+# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="m"} 4.0
+vllm:num_requests_waiting{engine="1",model_name="m"} 0.0
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25
+# TYPE vllm:prompt_tokens_total counter
+vllm:prompt_tokens_total{engine="0",model_name="m"} 1000.0
+vllm:prompt_tokens_total{engine="1",model_name="m"} 234.0
+# TYPE vllm:num_requests_running_extra gauge
+vllm:num_requests_running_extra 99
+"""
+
+SGLANG_METRICS = """\
+# TYPE sglang:num_running_reqs gauge
+sglang:num_running_reqs{model_name="m",tp_rank="0"} 7.0
+# TYPE sglang:num_queue_reqs gauge
+sglang:num_queue_reqs{model_name="m",tp_rank="0"} 2.0
+# TYPE sglang:token_usage gauge
+sglang:token_usage{model_name="m",tp_rank="0"} 0.5
+sglang:num_requests_total{model_name="m"} 41
+"""
+
+TGI_METRICS = """\
+# TYPE tgi_queue_size gauge
+tgi_queue_size 5
+# TYPE tgi_batch_current_size gauge
+tgi_batch_current_size 8
+# TYPE tgi_request_count counter
+tgi_request_count 120
+"""
+
+
+def test_vllm_load_sums_label_sets() -> None:
+    sample = adapter_for("vllm").parse_load(VLLM_METRICS)
+    assert sample == LoadSample(running=5.0, waiting=4.0, kv_usage=0.25, lifetime_counter=1234.0)
+
+
+def test_vllm_falls_back_to_the_deprecated_gpu_cache_gauge() -> None:
+    text = (
+        'vllm:num_requests_running{model_name="m"} 1\n'
+        'vllm:gpu_cache_usage_perc{model_name="m"} 0.75\n'
+        'vllm:request_success_total{finished_reason="stop",model_name="m"} 3\n'
+        'vllm:request_success_total{finished_reason="length",model_name="m"} 4\n'
+    )
+    sample = adapter_for("vllm").parse_load(text)
+    assert sample == LoadSample(running=1.0, waiting=0.0, kv_usage=0.75, lifetime_counter=7.0)
+
+
+def test_vllm_prefers_the_current_kv_gauge_when_both_are_present() -> None:
+    text = (
+        "vllm:num_requests_waiting 2\nvllm:gpu_cache_usage_perc 0.9\nvllm:kv_cache_usage_perc 0.1\n"
+    )
+    sample = adapter_for("vllm").parse_load(text)
+    assert sample is not None
+    assert sample.kv_usage == 0.1
+    assert sample.running == 0.0
+    assert sample.waiting == 2.0
+
+
+def test_sglang_load() -> None:
+    sample = adapter_for("sglang").parse_load(SGLANG_METRICS)
+    assert sample == LoadSample(running=7.0, waiting=2.0, kv_usage=0.5, lifetime_counter=41.0)
+
+
+def test_tgi_load_has_no_kv_gauge() -> None:
+    sample = adapter_for("tgi").parse_load(TGI_METRICS)
+    assert sample == LoadSample(running=8.0, waiting=5.0, kv_usage=None, lifetime_counter=120.0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "text"),
+    [("vllm", SGLANG_METRICS), ("sglang", TGI_METRICS), ("tgi", VLLM_METRICS), ("vllm", "")],
+)
+def test_absent_metrics_give_none(kind: str, text: str) -> None:
+    assert adapter_for(kind).parse_load(text) is None  # type: ignore[arg-type]
+
+
+def test_kv_usage_alone_is_not_a_load_sample() -> None:
+    assert adapter_for("vllm").parse_load("vllm:kv_cache_usage_perc 0.5\n") is None
+
+
+def test_kv_usage_stays_a_fraction_with_data_parallel_engines() -> None:
+    text = (
+        'vllm:num_requests_running{engine="0",model_name="m"} 1\n'
+        'vllm:num_requests_running{engine="1",model_name="m"} 1\n'
+        'vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.7\n'
+        'vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.7\n'
+    )
+    sample = adapter_for("vllm").parse_load(text)
+    assert sample is not None
+    assert sample.running == 2.0
+    assert sample.kv_usage is not None
+    assert 0.0 <= sample.kv_usage <= 1.0

@@ -1,0 +1,150 @@
+"""Raw ASGI helpers: bounded body reading, request ids, error responses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.api.asgi import ClientGone, header_value, read_body, request_id_for, send_error
+from gateway.errors import GatewayError
+
+
+def scope(headers: Iterable[tuple[bytes, bytes]] = ()) -> dict[str, Any]:
+    return {"type": "http", "headers": list(headers)}
+
+
+class Receiver:
+    """An ASGI receive callable replaying messages and counting calls."""
+
+    def __init__(self, messages: Iterable[dict[str, Any]]) -> None:
+        self.messages = list(messages)
+        self.calls = 0
+
+    async def __call__(self) -> dict[str, Any]:
+        self.calls += 1
+        return self.messages.pop(0)
+
+
+def body_messages(*chunks: bytes) -> list[dict[str, Any]]:
+    last = len(chunks) - 1
+    return [
+        {"type": "http.request", "body": chunk, "more_body": i < last}
+        for i, chunk in enumerate(chunks)
+    ]
+
+
+async def test_reads_a_single_chunk() -> None:
+    receive = Receiver(body_messages(b'{"a":1}'))
+    assert await read_body(scope(), receive, 100) == b'{"a":1}'
+
+
+async def test_joins_streamed_chunks() -> None:
+    receive = Receiver(body_messages(b"ab", b"", b"cd", b"e"))
+    assert await read_body(scope(), receive, 100) == b"abcde"
+    assert receive.calls == 4
+
+
+async def test_empty_body() -> None:
+    receive = Receiver([{"type": "http.request"}])
+    assert await read_body(scope(), receive, 100) == b""
+
+
+async def test_body_exactly_at_the_limit_is_accepted() -> None:
+    receive = Receiver(body_messages(b"x" * 6, b"y" * 4))
+    headers = [(b"content-length", b"10")]
+    assert await read_body(scope(headers), receive, 10) == b"x" * 6 + b"y" * 4
+
+
+async def test_declared_length_over_the_limit_is_refused_without_reading() -> None:
+    receive = Receiver(body_messages(b"x"))
+    with pytest.raises(GatewayError) as info:
+        await read_body(scope([(b"content-length", b"11")]), receive, 10)
+    assert info.value.status == 413
+    assert info.value.code == "request_too_large"
+    assert receive.calls == 0
+
+
+async def test_streamed_body_over_the_limit_is_refused_as_soon_as_it_exceeds() -> None:
+    receive = Receiver(body_messages(b"x" * 6, b"y" * 5, b"z" * 100))
+    with pytest.raises(GatewayError) as info:
+        await read_body(scope(), receive, 10)
+    assert info.value.status == 413
+    assert receive.calls == 2
+
+
+async def test_understated_content_length_does_not_bypass_the_limit() -> None:
+    receive = Receiver(body_messages(b"x" * 8, b"y" * 8))
+    with pytest.raises(GatewayError) as info:
+        await read_body(scope([(b"content-length", b"4")]), receive, 10)
+    assert info.value.status == 413
+
+
+async def test_garbage_content_length_is_ignored() -> None:
+    receive = Receiver(body_messages(b"abc"))
+    assert await read_body(scope([(b"content-length", b"lots")]), receive, 10) == b"abc"
+
+
+async def test_disconnect_before_any_body() -> None:
+    receive = Receiver([{"type": "http.disconnect"}])
+    with pytest.raises(ClientGone):
+        await read_body(scope(), receive, 10)
+
+
+async def test_disconnect_in_the_middle_of_the_body() -> None:
+    receive = Receiver([*body_messages(b"ab", b"cd")[:1], {"type": "http.disconnect"}])
+    with pytest.raises(ClientGone):
+        await read_body(scope(), receive, 10)
+
+
+def test_header_value_returns_the_first_match() -> None:
+    s = scope([(b"a", b"1"), (b"x-request-id", b"first"), (b"x-request-id", b"second")])
+    assert header_value(s, b"x-request-id") == b"first"
+    assert header_value(s, b"missing") is None
+
+
+@pytest.mark.parametrize(
+    "given",
+    [b"abc-123", b"req_1.2:3/4+5=6", b"A" * 128, b"0"],
+)
+def test_sane_client_request_id_is_kept(given: bytes) -> None:
+    assert request_id_for(scope([(b"x-request-id", given)])) == given
+
+
+@pytest.mark.parametrize(
+    "given",
+    [b"", b"has space", b"A" * 129, b"semi;colon", b"new\nline", b'quote"', "\u00e9".encode()],
+)
+def test_insane_client_request_id_is_replaced(given: bytes) -> None:
+    rid = request_id_for(scope([(b"x-request-id", given)]))
+    assert rid != given
+    assert len(rid) == 24
+    assert all(c in b"0123456789abcdef" for c in rid)
+
+
+def test_missing_request_id_gets_fresh_random_ones() -> None:
+    first = request_id_for(scope())
+    second = request_id_for(scope())
+    assert len(first) == 24
+    assert first != second
+
+
+async def test_send_error_writes_status_headers_and_body() -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    error = GatewayError(429, "slow down", retry_after_s=3)
+    await send_error(send, error, [(b"x-request-id", b"r1")])
+    start, body = sent
+    assert start["type"] == "http.response.start"
+    assert start["status"] == 429
+    headers = dict(start["headers"])
+    assert headers[b"content-length"] == str(len(body["body"])).encode()
+    assert headers[b"retry-after"] == b"3"
+    assert headers[b"x-request-id"] == b"r1"
+    assert orjson.loads(body["body"])["error"]["message"] == "slow down"
+    assert body["more_body"] is False

@@ -1,0 +1,124 @@
+"""GatewayError: OpenAI-shaped body, retry headers, in-band SSE form."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from gateway.errors import GatewayError, bad_request, error_type_for
+
+
+def header_map(error: GatewayError) -> dict[bytes, bytes]:
+    headers = error.headers()
+    names = [name for name, _ in headers]
+    assert len(names) == len(set(names)), "no header may appear twice"
+    return dict(headers)
+
+
+def test_body_has_exactly_the_openai_fields() -> None:
+    error = GatewayError(400, "bad thing", param="messages.[0]", code="invalid_value")
+    assert orjson.loads(error.body()) == {
+        "error": {
+            "message": "bad thing",
+            "type": "invalid_request_error",
+            "param": "messages.[0]",
+            "code": "invalid_value",
+        }
+    }
+
+
+def test_param_and_code_default_to_null() -> None:
+    inner = orjson.loads(GatewayError(500, "boom").body())["error"]
+    assert inner["param"] is None
+    assert inner["code"] is None
+    assert inner["type"] == "server_error"
+
+
+def test_explicit_type_wins_over_status_default() -> None:
+    error = GatewayError(429, "quota", type="insufficient_quota")
+    assert orjson.loads(error.body())["error"]["type"] == "insufficient_quota"
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (403, "permission_error"),
+        (404, "invalid_request_error"),
+        (413, "invalid_request_error"),
+        (418, "invalid_request_error"),
+        (429, "rate_limit_exceeded"),
+        (500, "server_error"),
+        (502, "server_error"),
+        (503, "service_unavailable"),
+        (504, "timeout_error"),
+    ],
+)
+def test_error_type_for_status(status: int, expected: str) -> None:
+    assert error_type_for(status) == expected
+    assert GatewayError(status, "x").type == expected
+
+
+def test_error_is_an_exception_carrying_its_message() -> None:
+    with pytest.raises(GatewayError, match="nope") as info:
+        raise GatewayError(404, "nope")
+    assert info.value.status == 404
+
+
+@pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.parametrize(
+    ("given", "seconds"), [(-5, 1), (0, 1), (1, 1), (7, 7), (60, 60), (61, 60), (3600, 60)]
+)
+def test_retry_headers_are_clamped_to_what_clients_honour(
+    status: int, given: int, seconds: int
+) -> None:
+    headers = header_map(GatewayError(status, "busy", retry_after_s=given))
+    assert headers[b"retry-after"] == str(seconds).encode()
+    assert headers[b"retry-after-ms"] == str(seconds * 1000).encode()
+    assert b"x-should-retry" not in headers
+
+
+def test_no_retry_headers_without_a_retry_hint() -> None:
+    headers = header_map(GatewayError(503, "down"))
+    assert b"retry-after" not in headers
+    assert b"retry-after-ms" not in headers
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 413, 422])
+def test_non_retryable_client_errors_say_so(status: int) -> None:
+    headers = header_map(GatewayError(status, "no"))
+    assert headers[b"x-should-retry"] == b"false"
+    assert headers[b"content-type"] == b"application/json"
+
+
+@pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504])
+def test_retryable_statuses_do_not_forbid_retries(status: int) -> None:
+    assert b"x-should-retry" not in header_map(GatewayError(status, "try again"))
+
+
+def test_sse_event_is_one_data_event_then_done() -> None:
+    error = GatewayError(502, "broke off")
+    event = error.sse_event()
+    assert event.endswith(b"data: [DONE]\n\n")
+    events = event.split(b"\n\n")
+    assert events[-1] == b""
+    assert events[0] == b"data: " + error.body()
+    assert events[1] == b"data: [DONE]"
+    assert len(events) == 3
+
+
+def test_bad_request_is_a_400_naming_the_field() -> None:
+    error = bad_request("`x` is wrong.", param="x", code="invalid_x")
+    assert error.status == 400
+    assert error.payload() == {
+        "message": "`x` is wrong.",
+        "type": "invalid_request_error",
+        "param": "x",
+        "code": "invalid_x",
+    }
+
+
+def test_message_with_quotes_and_unicode_stays_valid_json() -> None:
+    message = 'the "model" \u00e9\u4e2d\n is missing'
+    assert orjson.loads(GatewayError(400, message).body())["error"]["message"] == message

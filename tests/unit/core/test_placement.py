@@ -1,0 +1,363 @@
+"""Placement: per-attempt load accounting, index bookkeeping and cache-hit correction."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import orjson
+import pytest
+
+from gateway.api.request import InferenceRequest, parse_request
+from gateway.fleet.registry import Backend
+from gateway.metrics import GatewayMetrics
+from gateway.placement import Placement, Placer
+from gateway.prefix.hashing import PrefixKey
+from gateway.proxy.forward import ProxyOutcome
+from gateway.routing.scheduler import ProfileRouter
+from gateway.routing.types import Decision, RouteRequest
+from gateway.settings import HashingSettings, ProfileSettings
+from gateway.tasks import BackgroundTasks
+from tests.unit.core.factories import MODEL, make_backend
+
+HASHES = list(range(101, 111))  # a ten-block chain
+BLOCK_TOKENS = 64.0  # HashingSettings defaults: 256 bytes per block, 4 bytes per token
+
+
+class FakeIndex:
+    """Records every call; keeps how many leading blocks it believes each backend holds."""
+
+    def __init__(self, matches: dict[str, int] | None = None) -> None:
+        self.matches = matches or {}
+        self.calls: list[tuple[object, ...]] = []
+        self.held: dict[str, int] = {}
+
+    async def lookup(self, model: str, hashes: Sequence[int]) -> dict[str, int]:
+        self.calls.append(("lookup", model, list(hashes)))
+        return dict(self.matches)
+
+    async def record(self, model: str, backend_id: str, hashes: Sequence[int]) -> None:
+        self.calls.append(("record", model, backend_id, list(hashes)))
+        self.held[backend_id] = max(self.held.get(backend_id, 0), len(hashes))
+
+    async def truncate(
+        self, model: str, backend_id: str, hashes: Sequence[int], keep_blocks: int
+    ) -> None:
+        self.calls.append(("truncate", model, backend_id, list(hashes), keep_blocks))
+        self.held[backend_id] = min(self.held.get(backend_id, 0), keep_blocks)
+
+    async def forget(self, backend_id: str) -> None:
+        self.calls.append(("forget", backend_id))
+        self.held.pop(backend_id, None)
+
+    def named(self, kind: str) -> list[tuple[object, ...]]:
+        return [call for call in self.calls if call[0] == kind]
+
+
+class Harness:
+    """A Placer with a fake index, a real metrics registry and real background tasks."""
+
+    def __init__(self, matches: dict[str, int] | None = None) -> None:
+        self.index = FakeIndex(matches)
+        self.metrics = GatewayMetrics()
+        self.tasks = BackgroundTasks()
+        self.router = ProfileRouter.from_settings(
+            "p", ProfileSettings(scorers={"affinity": 1.0}), random.Random(0)
+        )
+        self.placer = Placer(HashingSettings(), self.index, self.router, self.metrics, self.tasks)  # type: ignore[arg-type]
+
+    def placement(
+        self,
+        matches: dict[str, int] | None = None,
+        hashes: list[int] | None = None,
+        prompt_tokens: float = 640.0,
+    ) -> Placement:
+        chain = HASHES if hashes is None else hashes
+        request = InferenceRequest("chat", b"{}", {}, MODEL, False, b"rid")
+        route_request = RouteRequest(
+            model=MODEL,
+            prompt_tokens=prompt_tokens,
+            total_blocks=len(chain),
+            block_tokens=BLOCK_TOKENS,
+            matches=matches or {},
+        )
+        key = PrefixKey(chain, int(prompt_tokens * 4))
+        return Placement(self.placer, request, key, route_request, Decision([], "p"))
+
+    def sample(self, name: str, backend: str) -> float:
+        value = self.metrics.registry.get_sample_value(name, {"backend": backend})
+        return 0.0 if value is None else value
+
+
+def counters(backend: Backend) -> tuple[int, float]:
+    return backend.state.in_flight, backend.state.pending_prefill_tokens
+
+
+# --- attempt accounting ------------------------------------------------------------------------
+
+
+async def test_attempt_started_counts_load_and_records_the_chain() -> None:
+    h = Harness()
+    a = make_backend("a")
+    placement = h.placement(matches={"a": 4})  # 640 tokens, 4 x 64 cached: 384 to prefill
+    placement.attempt_started(a)
+    assert counters(a) == (1, 384.0)
+    await h.tasks.drain()
+    assert h.index.named("record") == [("record", MODEL, "a", HASHES)]
+
+
+async def test_attempt_without_hashes_records_nothing() -> None:
+    h = Harness()
+    a = make_backend("a")
+    placement = h.placement(hashes=[], prompt_tokens=20.0)
+    placement.attempt_started(a)
+    assert counters(a) == (1, 20.0)
+    await h.tasks.drain()
+    assert h.index.calls == []
+
+
+async def test_first_byte_releases_pending_prefill_exactly_once() -> None:
+    h = Harness()
+    a = make_backend("a")
+    mine, other = h.placement(), h.placement(prompt_tokens=1000.0)
+    other.attempt_started(a)
+    mine.attempt_started(a)
+    assert counters(a) == (2, 1640.0)
+    mine.first_byte(a)
+    mine.first_byte(a)
+    assert counters(a) == (2, 1000.0)  # the other request's prefill is still queued
+
+
+async def test_attempt_ended_after_first_byte_does_not_release_twice() -> None:
+    h = Harness()
+    a = make_backend("a")
+    mine, other = h.placement(), h.placement(prompt_tokens=1000.0)
+    other.attempt_started(a)
+    mine.attempt_started(a)
+    mine.first_byte(a)
+    mine.attempt_ended(a)
+    assert counters(a) == (1, 1000.0)
+
+
+async def test_attempt_ended_without_first_byte_releases_prefill() -> None:
+    h = Harness()
+    a = make_backend("a")
+    mine, other = h.placement(), h.placement(prompt_tokens=1000.0)
+    other.attempt_started(a)
+    mine.attempt_started(a)
+    mine.attempt_ended(a)
+    assert counters(a) == (1, 1000.0)
+
+
+async def test_failed_attempt_then_another_backend_leaves_both_at_zero() -> None:
+    h = Harness()
+    a, b = make_backend("a"), make_backend("b")
+    placement = h.placement(matches={"a": 2})
+    placement.attempt_started(a)
+    placement.attempt_ended(a)  # failed before the first byte
+    placement.attempt_started(b)
+    assert counters(a) == (0, 0.0)
+    assert counters(b) == (1, 640.0)
+    placement.first_byte(b)
+    assert counters(b) == (1, 0.0)
+    placement.attempt_ended(b)
+    assert counters(a) == (0, 0.0)
+    assert counters(b) == (0, 0.0)
+
+
+async def test_failover_keeps_other_requests_counts_intact() -> None:
+    h = Harness()
+    a, b = make_backend("a"), make_backend("b")
+    bystander = h.placement(prompt_tokens=300.0)
+    bystander.attempt_started(a)
+    placement = h.placement()
+    placement.attempt_started(a)
+    placement.attempt_ended(a)
+    placement.attempt_started(b)
+    placement.first_byte(b)
+    placement.attempt_ended(b)
+    assert counters(a) == (1, 300.0)
+    assert counters(b) == (0, 0.0)
+
+
+async def test_many_interleaved_requests_return_to_zero() -> None:
+    h = Harness()
+    backends = [make_backend("a"), make_backend("b")]
+    placements = [h.placement(prompt_tokens=100.0 + i) for i in range(20)]
+    for i, p in enumerate(placements):
+        p.attempt_started(backends[i % 2])
+    for i, p in enumerate(placements):
+        if i % 3:
+            p.first_byte(backends[i % 2])
+    for i, p in enumerate(reversed(placements)):
+        p.attempt_ended(backends[(19 - i) % 2])
+    for backend in backends:
+        assert backend.state.in_flight == 0
+        assert backend.state.pending_prefill_tokens == pytest.approx(0.0, abs=1e-9)
+
+
+async def test_failed_attempt_does_not_leave_the_chain_on_the_failed_backend() -> None:
+    h = Harness()
+    a, b = make_backend("a"), make_backend("b")
+    placement = h.placement(matches={"a": 2})
+    placement.attempt_started(a)
+    placement.attempt_ended(a)  # e.g. 503 or connection refused: a never prefilled the prompt
+    placement.attempt_started(b)
+    placement.first_byte(b)
+    placement.attempt_ended(b)
+    await h.tasks.drain()
+    assert h.index.held.get("b") == len(HASHES)
+    assert h.index.held.get("a", 0) <= 2  # no more than it was believed to hold before
+
+
+# --- correction from reported cached tokens ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reported", "keep"),
+    [
+        (640, None),  # as predicted
+        (700, None),  # more than predicted
+        (577, None),
+        (576, None),  # exactly one block short: within the slack
+        (575, 8),  # more than one block short: keep the 8 whole blocks it reported
+        (320, 5),
+        (0, 0),
+    ],
+)
+async def test_correct_truncates_only_beyond_one_block_of_slack(
+    reported: int, keep: int | None
+) -> None:
+    h = Harness()
+    a = make_backend("a")
+    placement = h.placement(matches={"a": 10})
+    h.placer.correct(placement, a, reported)
+    await h.tasks.drain()
+    truncates = h.index.named("truncate")
+    if keep is None:
+        assert truncates == []
+        assert h.sample("gateway_index_corrections_total", "a") == 0.0
+    else:
+        assert truncates == [("truncate", MODEL, "a", HASHES, keep)]
+        assert h.sample("gateway_index_corrections_total", "a") == 1.0
+    assert h.sample("gateway_cached_tokens_predicted_total", "a") == 640.0
+    assert h.sample("gateway_cached_tokens_reported_total", "a") == reported
+
+
+@pytest.mark.parametrize("predicted", [0, 1])
+async def test_correct_never_truncates_a_prediction_of_at_most_one_block(predicted: int) -> None:
+    h = Harness()
+    a = make_backend("a")
+    h.placer.correct(h.placement(matches={"a": predicted}), a, 0)
+    await h.tasks.drain()
+    assert h.index.named("truncate") == []
+
+
+async def test_correct_predicted_tokens_are_capped_by_the_prompt() -> None:
+    h = Harness()
+    a = make_backend("a")
+    placement = h.placement(matches={"a": 10}, prompt_tokens=600.0)
+    h.placer.correct(placement, a, 600)
+    await h.tasks.drain()
+    assert h.sample("gateway_cached_tokens_predicted_total", "a") == 600.0
+
+
+async def test_correct_uses_the_prediction_for_the_backend_that_answered() -> None:
+    h = Harness()
+    b = make_backend("b")
+    placement = h.placement(matches={"a": 10, "b": 3})
+    h.placer.correct(placement, b, 0)
+    await h.tasks.drain()
+    assert h.index.named("truncate") == [("truncate", MODEL, "b", HASHES, 0)]
+    assert h.sample("gateway_cached_tokens_predicted_total", "b") == 192.0
+
+
+# --- finished ----------------------------------------------------------------------------------
+
+USAGE_TAIL = b'data: {"choices":[],"usage":{"prompt_tokens_details":{"cached_tokens":128}}}\n\n'
+
+
+async def test_finished_feeds_the_reported_cache_hit_to_correct() -> None:
+    h = Harness()
+    a = make_backend("a")
+    placement = h.placement(matches={"a": 10})
+    outcome = ProxyOutcome(status=200, backend=a, tail_prev=USAGE_TAIL, tail=b"data: [DONE]\n\n")
+    placement.finished(outcome)
+    await h.tasks.drain()
+    assert h.index.named("truncate") == [("truncate", MODEL, "a", HASHES, 2)]
+    assert h.sample("gateway_cached_tokens_reported_total", "a") == 128.0
+
+
+@pytest.mark.parametrize(
+    "outcome_fields",
+    [
+        {"status": 502, "tail": USAGE_TAIL},
+        {"status": 200, "tail": b'{"usage":{"prompt_tokens":640}}'},
+        {"status": 200, "tail": USAGE_TAIL, "no_backend": True},
+    ],
+    ids=["error-status", "no-report", "no-backend"],
+)
+async def test_finished_without_a_usable_report_does_nothing(
+    outcome_fields: dict[str, object],
+) -> None:
+    h = Harness()
+    a = make_backend("a")
+    no_backend = outcome_fields.pop("no_backend", False)
+    outcome = ProxyOutcome(backend=None if no_backend else a, **outcome_fields)  # type: ignore[arg-type]
+    h.placement(matches={"a": 10}).finished(outcome)
+    await h.tasks.drain()
+    assert h.index.calls == []
+    assert h.sample("gateway_cached_tokens_reported_total", "a") == 0.0
+
+
+async def test_finished_without_hashes_does_nothing() -> None:
+    h = Harness()
+    a = make_backend("a")
+    outcome = ProxyOutcome(status=200, backend=a, tail=USAGE_TAIL)
+    h.placement(hashes=[], prompt_tokens=10.0).finished(outcome)
+    await h.tasks.drain()
+    assert h.index.calls == []
+
+
+# --- place -------------------------------------------------------------------------------------
+
+
+def chat_request(text: str, **extra: object) -> InferenceRequest:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": text}], **extra}
+    return parse_request("chat", orjson.dumps(body), b"rid")
+
+
+async def test_place_looks_up_the_chain_and_routes_by_its_matches() -> None:
+    h = Harness(matches={"b": 3})
+    a, b = make_backend("a"), make_backend("b")
+    placement = await h.placer.place(chat_request("x" * 3000), [a, b])
+    assert [x.id for x in placement.decision.ranked] == ["b", "a"]
+    hashes = placement.key.hashes
+    assert len(hashes) >= 11
+    assert h.index.named("lookup") == [("lookup", MODEL, hashes)]
+    assert placement.route.total_blocks == len(hashes)
+    assert placement.route.matches == {"b": 3}
+    assert placement.route.block_tokens == BLOCK_TOKENS
+    assert placement.route.prompt_tokens == placement.key.rendered_bytes / 4
+    count = h.metrics.registry.get_sample_value(
+        "gateway_routing_decision_seconds_count", {"policy": "profile:p"}
+    )
+    assert count == 1.0
+
+
+async def test_place_skips_the_lookup_for_a_prompt_shorter_than_a_block() -> None:
+    h = Harness(matches={"b": 3})
+    placement = await h.placer.place(chat_request("hi"), [make_backend("a")])
+    assert placement.key.hashes == []
+    assert placement.route.matches == {}
+    assert h.index.calls == []
+
+
+async def test_place_isolates_cache_salts() -> None:
+    h = Harness()
+    backends = [make_backend("a")]
+    plain = await h.placer.place(chat_request("y" * 1000), backends)
+    salted = await h.placer.place(chat_request("y" * 1000, cache_salt="tenant-1"), backends)
+    again = await h.placer.place(chat_request("y" * 1000), backends)
+    assert plain.key.hashes == again.key.hashes
+    assert set(plain.key.hashes).isdisjoint(salted.key.hashes)

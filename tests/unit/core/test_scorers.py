@@ -1,0 +1,166 @@
+"""Scorers: cache affinity, load and estimated TTFT, each in [0, 1], higher is better."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.fleet.registry import EngineLoad
+from gateway.routing.scorers import (
+    MIN_TTFT_S,
+    AffinityScorer,
+    CostScorer,
+    LoadScorer,
+    backend_load,
+    estimated_ttft_s,
+    queued_prefill_s,
+)
+from tests.unit.core.factories import make_backend, route
+
+SCORERS = [AffinityScorer(), LoadScorer(), CostScorer()]
+
+
+def engine(running: float, waiting: float) -> EngineLoad:
+    return EngineLoad(running=running, waiting=waiting, kv_usage=None, sampled_at=0.0)
+
+
+# --- load helpers ------------------------------------------------------------------------------
+
+
+def test_backend_load_takes_the_larger_of_own_and_engine_counts() -> None:
+    b = make_backend("a")
+    b.state.in_flight = 3
+    assert backend_load(b) == 3.0
+    b.state.engine = engine(running=4, waiting=2)
+    assert backend_load(b) == 6.0
+    b.state.in_flight = 9
+    assert backend_load(b) == 9.0
+
+
+def test_queued_prefill_and_ttft_estimates() -> None:
+    b = make_backend("a", prefill_tokens_per_s=1000.0)
+    b.state.pending_prefill_tokens = 2000.0
+    assert queued_prefill_s(b) == pytest.approx(2.0)
+    # 6400 prompt tokens, 40 of 100 blocks of 64 cached: 3840 uncached tokens.
+    assert estimated_ttft_s(route(matches={"a": 40}), b) == pytest.approx(2.0 + 3.84)
+
+
+def test_ttft_estimate_has_a_floor() -> None:
+    b = make_backend("a", prefill_tokens_per_s=1e9)
+    assert estimated_ttft_s(route(prompt_tokens=1.0, total_blocks=0), b) == MIN_TTFT_S
+
+
+def test_fully_cached_prompt_still_prefills_one_token() -> None:
+    b = make_backend("a")
+    assert route(matches={"a": 100}).uncached_tokens(b) == 1.0
+    assert route(matches={"a": 500}).uncached_tokens(b) == 1.0
+
+
+# --- affinity ----------------------------------------------------------------------------------
+
+
+def test_affinity_is_the_matched_fraction() -> None:
+    a, b, c = make_backend("a"), make_backend("b"), make_backend("c")
+    scores = AffinityScorer().score(route(matches={"a": 100, "b": 25}), [a, b, c])
+    assert scores == [1.0, 0.25, 0.0]
+
+
+def test_affinity_without_full_blocks_is_zero() -> None:
+    a = make_backend("a")
+    assert AffinityScorer().score(route(total_blocks=0, matches={"a": 3}), [a]) == [0.0]
+
+
+# --- load --------------------------------------------------------------------------------------
+
+
+def test_load_score_prefers_the_least_loaded() -> None:
+    a, b, c = make_backend("a"), make_backend("b"), make_backend("c")
+    a.state.in_flight, b.state.in_flight, c.state.in_flight = 1, 3, 1
+    c.state.engine = engine(running=7, waiting=0)
+    scores = LoadScorer().score(route(), [a, b, c])
+    assert scores == [1.0, pytest.approx(0.5), pytest.approx(0.25)]
+
+
+# --- cost --------------------------------------------------------------------------------------
+
+
+def test_idle_holder_of_the_prefix_wins() -> None:
+    holder, other = make_backend("holder"), make_backend("other")
+    scores = CostScorer().score(route(matches={"holder": 80}), [holder, other])
+    assert scores[0] == 1.0
+    assert scores[1] < scores[0]
+    # 1280 uncached tokens against 6400: five times faster to first token.
+    assert scores[1] == pytest.approx(0.2)
+
+
+def test_long_prefill_queue_on_the_holder_makes_another_backend_win() -> None:
+    holder, other = make_backend("holder"), make_backend("other")
+    holder.state.pending_prefill_tokens = 20_000.0  # two seconds of queued prefill
+    scores = CostScorer().score(route(matches={"holder": 80}), [holder, other])
+    assert scores[1] == 1.0
+    assert scores[0] < scores[1]
+
+
+def test_short_queue_on_the_holder_is_worth_waiting_for() -> None:
+    holder, other = make_backend("holder"), make_backend("other")
+    holder.state.pending_prefill_tokens = 4_000.0  # 0.4 s + 0.128 s < 0.64 s cold
+    scores = CostScorer().score(route(matches={"holder": 80}), [holder, other])
+    assert scores[0] == 1.0
+    assert scores[1] < 1.0
+
+
+def test_faster_hardware_wins_for_an_uncached_prompt() -> None:
+    slow = make_backend("slow", prefill_tokens_per_s=10_000.0)
+    fast = make_backend("fast", prefill_tokens_per_s=40_000.0)
+    scores = CostScorer().score(route(), [slow, fast])
+    assert scores == [pytest.approx(0.25), 1.0]
+
+
+def test_cost_of_an_empty_candidate_list() -> None:
+    assert CostScorer().score(route(), []) == []
+    assert LoadScorer().score(route(), []) == []
+    assert AffinityScorer().score(route(), []) == []
+
+
+# --- every scorer stays within [0, 1] ----------------------------------------------------------
+
+backend_state = st.fixed_dictionaries(
+    {
+        "speed": st.floats(min_value=1.0, max_value=1e6),
+        "in_flight": st.integers(min_value=0, max_value=10_000),
+        "pending": st.floats(min_value=0.0, max_value=1e8),
+        "matched": st.integers(min_value=0, max_value=1000),
+        "engine": st.none() | st.tuples(st.floats(0, 1e4), st.floats(0, 1e4)),
+    }
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    states=st.lists(backend_state, min_size=1, max_size=5),
+    prompt_tokens=st.floats(min_value=0.0, max_value=1e6),
+    total_blocks=st.integers(min_value=0, max_value=600),
+)
+def test_all_scores_are_within_unit_interval(
+    states: list[dict[str, object]], prompt_tokens: float, total_blocks: int
+) -> None:
+    backends = []
+    matches = {}
+    for i, s in enumerate(states):
+        b = make_backend(f"b{i}", prefill_tokens_per_s=s["speed"])
+        b.state.in_flight = s["in_flight"]  # type: ignore[assignment]
+        b.state.pending_prefill_tokens = s["pending"]  # type: ignore[assignment]
+        if s["engine"] is not None:
+            running, waiting = s["engine"]  # type: ignore[misc]
+            b.state.engine = engine(running, waiting)
+        matches[b.id] = min(int(s["matched"]), total_blocks)  # type: ignore[call-overload]
+        backends.append(b)
+    request = route(prompt_tokens=prompt_tokens, total_blocks=total_blocks, matches=matches)
+    for scorer in SCORERS:
+        scores = scorer.score(request, backends)
+        assert len(scores) == len(backends)
+        assert all(0.0 <= s <= 1.0 for s in scores), (scorer.name, scores)
+    # The best backend by cost and by load always scores exactly 1.
+    assert max(CostScorer().score(request, backends)) == 1.0
+    assert max(LoadScorer().score(request, backends)) == 1.0

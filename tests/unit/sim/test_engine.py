@@ -1,0 +1,125 @@
+"""Engine model: cache accounting, FIFO prefill, cancellation, config and faults."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.sim.config import SimBackendConfig, SimFaults
+from gateway.sim.engine import EngineStats, SimEngine, TicketState
+from gateway.sim.tokens import Prompt, block_hashes_packed
+
+
+def hashes_of(prompt: Prompt, block_size: int = 16) -> list[int]:
+    return block_hashes_packed(prompt.packed, block_size)
+
+
+async def wait_stats(engine: SimEngine, predicate: object) -> None:
+    ok = await asyncio.to_thread(engine.wait_for, predicate, 5.0)  # type: ignore[arg-type]
+    assert ok
+
+
+async def test_zero_latency_prefill_reports_cached_full_blocks() -> None:
+    engine = SimEngine(SimBackendConfig(time_scale=0))
+    prompt = Prompt.from_text("y" * 4 * 100)  # 100 tokens = 6 full blocks + 4
+    hashes = hashes_of(prompt)
+    first = engine.open()
+    assert await engine.prefill(first, 100, hashes, 110) == 0
+    assert engine.stats.requests_running == 1
+    engine.close(first, "success", "length")
+    second = engine.open()
+    assert await engine.prefill(second, 100, hashes, 110) == 96
+    engine.close(second, "success", "stop")
+    s = engine.stats
+    assert (s.requests_total, s.requests_running, s.success_total) == (2, 0, 2)
+    assert (s.prefix_cache_queries_tokens, s.prefix_cache_hits_tokens) == (200, 96)
+    assert s.active_blocks == 0
+
+
+async def test_a_fully_cached_prompt_still_computes_one_token() -> None:
+    engine = SimEngine(SimBackendConfig(time_scale=0))
+    prompt = Prompt.from_text("z" * 4 * 64)  # exactly 4 blocks
+    for _ in range(2):
+        cached = await engine.prefill(engine.open(), 64, hashes_of(prompt), 64)
+    assert cached == 48
+
+
+async def test_prefills_run_one_at_a_time_in_fifo_order() -> None:
+    engine = SimEngine(SimBackendConfig(time_scale=1e-6))
+    order: list[int] = []
+
+    async def run(i: int) -> None:
+        ticket = engine.open()
+        prompt = Prompt.from_text(f"{i}" * 400)
+        await engine.prefill(ticket, prompt.n_tokens, hashes_of(prompt), prompt.n_tokens)
+        order.append(i)
+        engine.close(ticket, "success", "stop")
+
+    await asyncio.gather(*(run(i) for i in range(5)))
+    assert order == [0, 1, 2, 3, 4]
+    assert engine.stats.prefill_busy_seconds > 0
+
+
+async def test_cancelling_a_queued_prefill_leaves_the_queue() -> None:
+    engine = SimEngine(SimBackendConfig(time_scale=1.0, prefill_tokens_per_s=1.0))
+    prompt = Prompt.from_text("q" * 400)
+    tickets = [engine.open(), engine.open()]
+    tasks = [
+        asyncio.create_task(engine.prefill(t, prompt.n_tokens, hashes_of(prompt), 100))
+        for t in tickets
+    ]
+    await wait_stats(engine, lambda s: s.requests_running == 1 and s.requests_waiting == 1)
+    assert engine.stats.waiting_prompt_tokens == prompt.n_tokens
+    tasks[1].cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await tasks[1]
+    assert tickets[1].state is TicketState.WAITING
+    engine.close(tickets[1], "cancelled")
+    assert (engine.stats.requests_waiting, engine.stats.waiting_prompt_tokens) == (0, 0)
+    tasks[0].cancel()  # abort the running prefill too: nothing gets cached
+    with pytest.raises(asyncio.CancelledError):
+        await tasks[0]
+    engine.close(tickets[0], "cancelled")
+    s: EngineStats = engine.stats
+    assert (s.requests_running, s.cancelled_total, s.active_blocks) == (0, 2, 0)
+    assert len(engine.cache) == 0
+    assert engine.wait_for(lambda st: st.cancelled_total >= 2, 0)
+
+
+async def test_close_is_idempotent_and_restart_bumps_epoch() -> None:
+    engine = SimEngine(SimBackendConfig(time_scale=0))
+    ticket = engine.open()
+    engine.close(ticket, "error")
+    engine.close(ticket, "success")
+    assert (engine.stats.errors_total, engine.stats.success_total) == (1, 0)
+    prompt = Prompt.from_text("r" * 400)
+    await engine.prefill(engine.open(), prompt.n_tokens, hashes_of(prompt), 1)
+    engine.reset_cache(restart=True)
+    assert (len(engine.cache), engine.stats.epoch) == (0, 1)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="flavor"):
+        SimBackendConfig(flavor="openai")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="block_size"):
+        SimBackendConfig(block_size=0)
+    assert SimBackendConfig(time_scale=0).zero_latency
+
+
+def test_faults_update_validates_fields() -> None:
+    faults = SimFaults()
+    assert not faults.any_rate
+    faults.update({"error_rate": 0.5, "loading": True, "retry_after_s": 2})
+    assert faults.any_rate
+    assert faults.loading
+    assert faults.retry_after_s == 2
+    for bad in ({"nope": 1}, {"error_rate": 2}, {"loading": 1}, {"retry_after_s": 1.5}):
+        with pytest.raises(ValueError, match=r"fault field|must be|out of range"):
+            faults.update(bad)
+    assert faults.error_rate == 0.5
+
+
+def test_faults_are_validated_at_construction() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        SimFaults(error_rate=1.5)
