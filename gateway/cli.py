@@ -35,6 +35,8 @@ def _serve(args: argparse.Namespace) -> int:
         level=server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # The upstream client would log every forwarded request and probe at INFO.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     config = uvicorn.Config(
         create_app(settings),
         host=args.host or server.host,

@@ -119,7 +119,7 @@ class ThresholdSettings(StrictModel):
 class RoutingSettings(StrictModel):
     """Which routing policy decides; lanes and tiers join here."""
 
-    policy: PolicyName = "round_robin"
+    policy: PolicyName = "profile"
     profile: str = "default"
     profiles: dict[str, ProfileSettings] = {"default": ProfileSettings()}
     threshold: ThresholdSettings = ThresholdSettings()
