@@ -93,7 +93,7 @@ class GatewayMetrics:
         )  # fmt: skip
         self.index_corrections = Counter(
             "gateway_index_corrections",
-            "Times a backend reported less cache than predicted and the index dropped entries.",
+            "Times a backend reported less cache than predicted (its entries then age out sooner).",
             ["backend"], registry=r,
         )  # fmt: skip
         self.backend_restarts = Counter(
@@ -106,6 +106,16 @@ class GatewayMetrics:
             registry=r,
         )  # fmt: skip
         self._routes: dict[str, RouteMetrics] = {}
+        self._attempt_children: dict[tuple[str, str], Counter] = {}
+
+    def count_attempt(self, backend: str, outcome: str) -> None:
+        """Count one upstream attempt (children cached: this runs on every request)."""
+        key = (backend, outcome)
+        child = self._attempt_children.get(key)
+        if child is None:
+            child = self.upstream_attempts.labels(backend, outcome)
+            self._attempt_children[key] = child
+        child.inc()
 
     def route(self, route: str) -> RouteMetrics:
         """Metrics of one route, created once."""

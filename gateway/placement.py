@@ -6,9 +6,11 @@ free of I/O; the per-request `Placement` follows each attempt to keep load and c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from gateway.api.request import InferenceRequest
 from gateway.fleet.registry import Backend
@@ -27,7 +29,15 @@ log = logging.getLogger("gateway.routing")
 class Placement:
     """One request's decision, and its bookkeeping across attempts (an AttemptObserver)."""
 
-    __slots__ = ("_first_byte_seen", "_placer", "decision", "key", "request", "route")
+    __slots__ = (
+        "_first_byte_seen",
+        "_placer",
+        "_recording",
+        "decision",
+        "key",
+        "request",
+        "route",
+    )
 
     def __init__(
         self,
@@ -43,6 +53,7 @@ class Placement:
         self.route = route
         self.decision = decision
         self._first_byte_seen = False
+        self._recording: asyncio.Task[Any] | None = None
 
     def attempt_started(self, backend: Backend) -> None:
         """Count the request on `backend` and teach the index where its prefix now lives."""
@@ -51,7 +62,7 @@ class Placement:
         state.pending_prefill_tokens += self.route.uncached_tokens(backend)
         self._first_byte_seen = False
         if self.key.hashes:
-            self._placer.record(self.request.model, backend, self.key.hashes)
+            self._recording = self._placer.record(self.request.model, backend, self.key.hashes)
 
     def first_byte(self, backend: Backend) -> None:
         """The backend's prefill for this request is over."""
@@ -66,7 +77,7 @@ class Placement:
             self._first_byte_seen = True
             self._release_prefill(backend)
             if self.key.hashes:
-                self._placer.unrecord(self, backend)
+                self._placer.unrecord(self, backend, self._recording)
 
     def _release_prefill(self, backend: Backend) -> None:
         state = backend.state
@@ -131,32 +142,46 @@ class Placer:
             log.debug("route %s %s", request.request_id.decode(), decision.explain())
         return Placement(self, request, key, route, decision)
 
-    def record(self, model: str, backend: Backend, hashes: list[int]) -> None:
+    def record(self, model: str, backend: Backend, hashes: list[int]) -> asyncio.Task[Any] | None:
         """Record off the request path."""
-        self._tasks.spawn(self._index.record(model, backend.id, hashes))
+        return self._tasks.spawn(self._index.record(model, backend.id, hashes))
 
-    def unrecord(self, placement: Placement, backend: Backend) -> None:
+    def unrecord(
+        self, placement: Placement, backend: Backend, recording: asyncio.Task[Any] | None
+    ) -> None:
         """A failed attempt: the backend holds no more of the chain than it did before."""
+        self._tasks.spawn(self._undo_record(placement, backend, recording))
+
+    async def _undo_record(
+        self, placement: Placement, backend: Backend, recording: asyncio.Task[Any] | None
+    ) -> None:
+        if recording is not None:
+            # The undo must land after the record it undoes.
+            await asyncio.wait([recording])
         route = placement.route
-        self._tasks.spawn(
-            self._index.truncate(
-                route.model, backend.id, placement.key.hashes, route.matched_blocks(backend)
-            )
+        await self._index.truncate(
+            route.model, backend.id, placement.key.hashes, route.matched_blocks(backend)
         )
 
     def correct(self, placement: Placement, backend: Backend, reported_tokens: int) -> None:
-        """Count predicted against reported cached tokens; drop entries the backend lost."""
+        """Compare predicted with reported cached tokens and teach the staleness model.
+
+        A shortfall means the backend had evicted part of the chain before this request.
+        The chain itself needs no repair: the backend has just prefilled all of it again and
+        it was recorded afresh when the request was sent. What was wrong is the belief about
+        how long this backend keeps blocks, so its entries are made to age out sooner.
+        """
         route = placement.route
         predicted_blocks = route.matched_blocks(backend)
         self._metrics.cached_tokens_predicted.labels(backend.id).inc(
             min(route.prompt_tokens, predicted_blocks * route.block_tokens)
         )
         self._metrics.cached_tokens_reported.labels(backend.id).inc(reported_tokens)
+        if predicted_blocks == 0:
+            return
         # Engines count whole engine blocks and our token estimate is approximate: allow one
-        # block of slack before deciding the backend lost part of the chain.
-        reported_blocks = int(reported_tokens / route.block_tokens)
-        if reported_blocks + 1 < predicted_blocks:
+        # block of slack before deciding the backend had lost part of the chain.
+        held = int(reported_tokens / route.block_tokens) + 1 >= predicted_blocks
+        self._index.staleness.observe_prediction(backend.id, held)
+        if not held:
             self._metrics.index_corrections.labels(backend.id).inc()
-            self._tasks.spawn(
-                self._index.truncate(route.model, backend.id, placement.key.hashes, reported_blocks)
-            )

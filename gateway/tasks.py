@@ -18,15 +18,16 @@ class BackgroundTasks:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.dropped = 0
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run `coro` in the background, or drop it when too many are pending."""
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
+        """Run `coro` in the background, or drop it (None) when too many are pending."""
         if len(self._tasks) >= self._limit:
             coro.close()
             self.dropped += 1
-            return
+            return None
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -37,6 +38,13 @@ class BackgroundTasks:
     def pending(self) -> int:
         """Tasks still running."""
         return len(self._tasks)
+
+    async def settle(self, timeout_s: float = 5.0) -> bool:
+        """Wait until nothing is pending (work spawned meanwhile included); False on timeout."""
+        async with asyncio.timeout(timeout_s):
+            while self._tasks:
+                await asyncio.wait(set(self._tasks))
+        return True
 
     async def drain(self, timeout_s: float = 2.0) -> None:
         """Wait a little for pending work, then cancel what is left."""

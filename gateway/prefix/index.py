@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from gateway.prefix.staleness import StalenessModel
+
 
 class IndexState(StrEnum):
     """Whether the index answers lookups (OK) or routing runs load-only (DEGRADED)."""
@@ -72,6 +74,11 @@ class PrefixIndex(Protocol):
         self, model: str, backend_id: str, hashes: Sequence[int], keep_blocks: int
     ) -> None:
         """The backend holds only ``keep_blocks`` leading blocks: drop ``hashes[keep_blocks:]``."""
+        ...
+
+    @property
+    def staleness(self) -> StalenessModel:
+        """The staleness model: residency, epochs, and trust learned from reported hits."""
         ...
 
     def configure_backends(self, capacities: Mapping[str, int]) -> None:

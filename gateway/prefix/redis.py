@@ -28,12 +28,12 @@ marker not refreshed within ``fresh_s``). A 512-block chain has at most H + 512/
 markers per backend with the defaults. Model names are not part of keys: chains are already
 seeded by model and salt.
 
-Measured (bench/index_micro.py, Redis 7.0, 512-block chains, 8 backends, defaults), Redis
-server time per call: lookup ~90 µs when the 8 backends hold 8 different prefix lengths, ~40 µs
-with one holder; record ~180 µs for a new chain, ~85 µs rewriting a held one, ~25 µs when it
-was refreshed within ``fresh_s``. Memory: ~15 bytes per recorded (block, backend), i.e. ~15 MB
-per million blocks (about 150 bytes per marker key), measured with ``INFO memory`` around
-1,000,000 recorded blocks.
+Measured (bench/index_micro.py, Redis 7.0, 512-block chains, 8 backends, defaults, a shared
+2-core machine), Redis server time per call (``INFO commandstats``): lookup 88-120 µs when the
+8 backends hold 8 different prefix lengths, 33-45 µs with one holder; record 180-240 µs for a
+new chain, 83-120 µs rewriting a held one, 23-28 µs when refreshed within ``fresh_s``. Memory:
+15.2 bytes per recorded (block, backend), i.e. 14.5 MiB per million blocks (about 150 bytes per
+marker key), from ``INFO memory`` around 1,000,000 recorded blocks.
 
 Failure handling: every call runs under a hard ``asyncio.timeout``; redis-py disconnects a
 connection whose command was cancelled before it returns to the pool, so a late reply is never

@@ -32,7 +32,9 @@ _TOOLS = b"\x00T"
 _FUNCTIONS = b"\x00F"
 _MESSAGE = b"\x00M"
 _ROLE = b"\x00R"
+_ROLE_JSON = b"\x00r"
 _NAME = b"\x00N"
+_NAME_JSON = b"\x00n"
 _TEXT = b"\x00X"
 _PART = b"\x00O"
 _KEY = b"\x00K"
@@ -67,10 +69,6 @@ def canonical_json(value: Any) -> bytes:
         )
     except (TypeError, ValueError):
         return repr(value).encode("utf-8", "surrogatepass")
-
-
-def _scalar(value: Any) -> bytes:
-    return _text(value) if isinstance(value, str) else _esc(canonical_json(value))
 
 
 def _render_content(content: Any, out: list[bytes]) -> None:
@@ -109,13 +107,19 @@ def _render_message(message: Any, out: list[bytes]) -> None:
         append(_esc(canonical_json(message)))
         return
     role = message.get("role")
-    if role is not None:
+    if type(role) is str:
         append(_ROLE)
-        append(_text(role) if type(role) is str else _scalar(role))
+        append(_text(role))
+    elif role is not None:
+        append(_ROLE_JSON)
+        append(_esc(canonical_json(role)))
     name = message.get("name")
-    if name is not None:
+    if isinstance(name, str):
         append(_NAME)
-        append(_scalar(name))
+        append(_text(name))
+    elif name is not None:
+        append(_NAME_JSON)
+        append(_esc(canonical_json(name)))
     content = message.get("content")
     if type(content) is str:
         append(_TEXT)

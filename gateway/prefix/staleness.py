@@ -15,6 +15,10 @@ from dataclasses import dataclass
 
 Clock = Callable[[], float]
 
+TRUST_LOSS = 0.8
+TRUST_REGAIN = 1.02
+MIN_TRUST = 0.05
+
 
 @dataclass(frozen=True, slots=True)
 class StalenessConfig:
@@ -40,10 +44,11 @@ class StalenessConfig:
 
 
 class _Backend:
-    __slots__ = ("acc", "acc_at", "capacity", "epoch", "last_total", "since")
+    __slots__ = ("acc", "acc_at", "capacity", "epoch", "last_total", "since", "trust")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
+        self.trust = 1.0
         self.epoch = -math.inf
         self.acc = 0.0
         self.acc_at = 0.0
@@ -141,7 +146,25 @@ class StalenessModel:
         rate = self.insertion_rate(backend, now)
         if rate <= 0:
             return math.inf
-        return self._state(backend).capacity / rate
+        state = self._state(backend)
+        return state.capacity * state.trust / rate
+
+    def observe_prediction(self, backend: str, held: bool) -> None:
+        """Learn from what the backend reported: it held what was predicted, or less.
+
+        A shortfall means its cache keeps blocks for less time than capacity ÷ rate says
+        (capacity overstated, other tenants, preemption): trust the capacity less, so its
+        entries age out sooner. Correct predictions win the trust back slowly.
+        """
+        state = self._state(backend)
+        if held:
+            state.trust = min(1.0, state.trust * TRUST_REGAIN)
+        else:
+            state.trust = max(MIN_TRUST, state.trust * TRUST_LOSS)
+
+    def trust(self, backend: str) -> float:
+        """The fraction of the configured capacity currently believed (1 = all of it)."""
+        return self._state(backend).trust
 
     def new_epoch(self, backend: str, at: float | None = None) -> float:
         """The backend restarted now (or ``at``): entries recorded before never match."""

@@ -109,13 +109,13 @@ class Forwarder:
     ) -> None:
         url = backend.chat_url if request.kind == "chat" else backend.completions_url
         headers = [*FORWARD_HEADERS, *backend.auth_headers, (b"x-request-id", request.request_id)]
-        attempts = self._metrics.upstream_attempts
+        count = self._metrics.count_attempt
         try:
             response = await self._client.send(
                 "POST", url, request.body, headers, timeout_s=self._settings.first_byte_timeout_s
             )
         except UpstreamUnavailable as exc:
-            attempts.labels(backend.id, "unavailable").inc()
+            count(backend.id, "unavailable")
             raise _Retry(GatewayError(502, f"Backend {backend.id} is unreachable: {exc}")) from exc
         try:
             if response.status != 200:
@@ -126,7 +126,7 @@ class Forwarder:
                 await self._relay_whole(request, backend, response, send, outcome, observer)
         finally:
             await response.aclose()
-        attempts.labels(backend.id, "ok" if outcome.status == 200 else "error").inc()
+        count(backend.id, "ok" if outcome.status == 200 else "error")
 
     async def _upstream_error(self, backend: Backend, response: UpstreamResponse) -> None:
         try:
@@ -135,7 +135,7 @@ class Forwarder:
             body = b""
         error = backend.adapter.normalize_error(response.status, body)
         if response.status in RETRYABLE_STATUSES:
-            self._metrics.upstream_attempts.labels(backend.id, f"status_{response.status}").inc()
+            self._metrics.count_attempt(backend.id, f"status_{response.status}")
             raise _Retry(error)
         raise error
 
@@ -172,7 +172,7 @@ class Forwarder:
         try:
             body = await response.read()
         except UpstreamBroken as exc:
-            self._metrics.upstream_attempts.labels(backend.id, "broken").inc()
+            self._metrics.count_attempt(backend.id, "broken")
             error = GatewayError(502, f"Backend {backend.id} broke off its response: {exc}")
             raise _Retry(error) from exc
         # Release the upstream connection before the last send: nothing after it may yield, so
@@ -215,7 +215,7 @@ class Forwarder:
                 outcome.tail_prev, outcome.tail = outcome.tail, block
                 await send({"type": "http.response.body", "body": block, "more_body": True})
         except UpstreamBroken as exc:
-            self._metrics.upstream_attempts.labels(backend.id, "broken").inc()
+            self._metrics.count_attempt(backend.id, "broken")
             error = GatewayError(502, f"Backend {backend.id} broke off the stream: {exc}")
             if outcome.first_byte_at is None:
                 raise _Retry(error) from exc

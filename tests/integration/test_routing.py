@@ -72,3 +72,7 @@ def test_reported_cache_loss_corrects_the_index(sim_fleet, gateway):
     assert f'gateway_index_corrections_total{{backend="{holder_id}"}} 1.0' in metrics
     reported = f'gateway_cached_tokens_reported_total{{backend="{holder_id}"}} 0.0'
     assert reported in metrics
+    # The backend keeps blocks for less time than believed: its entries now age out sooner.
+    assert gw.deps.index.staleness.trust(holder_id) < 1.0
+    other = next(b.backend_id for b in fleet.backends if b.backend_id != holder_id)
+    assert gw.deps.index.staleness.trust(other) == 1.0

@@ -13,6 +13,7 @@ from gateway.fleet.registry import Backend
 from gateway.metrics import GatewayMetrics
 from gateway.placement import Placement, Placer
 from gateway.prefix.hashing import PrefixKey
+from gateway.prefix.staleness import TRUST_LOSS, StalenessModel
 from gateway.proxy.forward import ProxyOutcome
 from gateway.routing.scheduler import ProfileRouter
 from gateway.routing.types import Decision, RouteRequest
@@ -31,6 +32,7 @@ class FakeIndex:
         self.matches = matches or {}
         self.calls: list[tuple[object, ...]] = []
         self.held: dict[str, int] = {}
+        self.staleness = StalenessModel(clock=lambda: 0.0)
 
     async def lookup(self, model: str, hashes: Sequence[int]) -> dict[str, int]:
         self.calls.append(("lookup", model, list(hashes)))
@@ -214,43 +216,45 @@ async def test_failed_attempt_does_not_leave_the_chain_on_the_failed_backend() -
 
 
 @pytest.mark.parametrize(
-    ("reported", "keep"),
+    ("reported", "short"),
     [
-        (640, None),  # as predicted
-        (700, None),  # more than predicted
-        (577, None),
-        (576, None),  # exactly one block short: within the slack
-        (575, 8),  # more than one block short: keep the 8 whole blocks it reported
-        (320, 5),
-        (0, 0),
+        (640, False),  # as predicted
+        (700, False),  # more than predicted
+        (577, False),
+        (576, False),  # exactly one block short: within the slack
+        (575, True),  # more than one block short
+        (320, True),
+        (0, True),
     ],
 )
-async def test_correct_truncates_only_beyond_one_block_of_slack(
-    reported: int, keep: int | None
+async def test_correct_lowers_trust_only_beyond_one_block_of_slack(
+    reported: int, short: bool
 ) -> None:
     h = Harness()
     a = make_backend("a")
     placement = h.placement(matches={"a": 10})
     h.placer.correct(placement, a, reported)
     await h.tasks.drain()
-    truncates = h.index.named("truncate")
-    if keep is None:
-        assert truncates == []
-        assert h.sample("gateway_index_corrections_total", "a") == 0.0
-    else:
-        assert truncates == [("truncate", MODEL, "a", HASHES, keep)]
+    # The chain was just prefilled again, so it is never truncated; the backend's residency is.
+    assert h.index.named("truncate") == []
+    if short:
+        assert h.index.staleness.trust("a") == pytest.approx(TRUST_LOSS)
         assert h.sample("gateway_index_corrections_total", "a") == 1.0
+    else:
+        assert h.index.staleness.trust("a") == 1.0
+        assert h.sample("gateway_index_corrections_total", "a") == 0.0
     assert h.sample("gateway_cached_tokens_predicted_total", "a") == 640.0
     assert h.sample("gateway_cached_tokens_reported_total", "a") == reported
 
 
 @pytest.mark.parametrize("predicted", [0, 1])
-async def test_correct_never_truncates_a_prediction_of_at_most_one_block(predicted: int) -> None:
+async def test_correct_never_blames_a_prediction_of_at_most_one_block(predicted: int) -> None:
     h = Harness()
     a = make_backend("a")
     h.placer.correct(h.placement(matches={"a": predicted}), a, 0)
     await h.tasks.drain()
     assert h.index.named("truncate") == []
+    assert h.index.staleness.trust("a") == 1.0
 
 
 async def test_correct_predicted_tokens_are_capped_by_the_prompt() -> None:
@@ -268,7 +272,8 @@ async def test_correct_uses_the_prediction_for_the_backend_that_answered() -> No
     placement = h.placement(matches={"a": 10, "b": 3})
     h.placer.correct(placement, b, 0)
     await h.tasks.drain()
-    assert h.index.named("truncate") == [("truncate", MODEL, "b", HASHES, 0)]
+    assert h.index.staleness.trust("b") < 1.0
+    assert h.index.staleness.trust("a") == 1.0
     assert h.sample("gateway_cached_tokens_predicted_total", "b") == 192.0
 
 
@@ -284,7 +289,7 @@ async def test_finished_feeds_the_reported_cache_hit_to_correct() -> None:
     outcome = ProxyOutcome(status=200, backend=a, tail_prev=USAGE_TAIL, tail=b"data: [DONE]\n\n")
     placement.finished(outcome)
     await h.tasks.drain()
-    assert h.index.named("truncate") == [("truncate", MODEL, "a", HASHES, 2)]
+    assert h.index.staleness.trust("a") < 1.0
     assert h.sample("gateway_cached_tokens_reported_total", "a") == 128.0
 
 

@@ -53,7 +53,7 @@ def test_demo_config_loads() -> None:
     assert isinstance(settings, GatewaySettings)
     assert settings.server.port == 8080
     assert settings.index.kind == "memory"
-    assert settings.routing.policy == "round_robin"
+    assert settings.routing.policy == "profile"
     assert [b.id for b in settings.backends] == ["sim-0", "sim-1", "sim-2", "sim-3"]
     assert settings.backends[0].base_url == "http://127.0.0.1:8001"
     assert settings.backends[0].models == ["sim-llama-8b"]

@@ -1,7 +1,9 @@
-"""Fixtures starting simulated fleets and gateways, stopped at the end of each test."""
+"""Shared fixtures: Redis servers, simulated fleets and gateways, stopped after each test."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,6 +15,31 @@ from tests.support.harness import (
     start_gateway,
     start_sim_fleet,
 )
+from tests.support.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """`GATEWAY_TEST_REDIS_URL` when the runner (make test) set it, else a server we start."""
+    url = os.environ.get("GATEWAY_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    with RedisServer() as server:
+        yield server.url
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A Redis of this test's own, to stop, pause and restart."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def unique_prefix() -> str:
+    """A Redis key prefix no other test uses."""
+    return f"test-{uuid.uuid4().hex[:12]}:"
 
 
 @pytest.fixture
