@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from gateway.api.asgi import Receive, Scope, Send
 from gateway.api.inference import InferenceEndpoint
 from gateway.api.ops import build_ops_app
 from gateway.deps import Deps, build_deps
-from gateway.settings import GatewaySettings
+from gateway.settings import CONFIG_ENV, GatewaySettings, load_settings
 
 log = logging.getLogger("gateway")
 
@@ -56,3 +57,8 @@ class GatewayApp:
 def create_app(settings: GatewaySettings, deps: Deps | None = None) -> GatewayApp:
     """Build the gateway's ASGI app from settings (or from a hand-assembled container)."""
     return GatewayApp(deps if deps is not None else build_deps(settings))
+
+
+def create_app_from_env() -> GatewayApp:
+    """App factory for worker processes: the config file named by `$GATEWAY_CONFIG`."""
+    return create_app(load_settings(os.environ[CONFIG_ENV]))

@@ -7,17 +7,18 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 
 from gateway.app import create_app
-from gateway.settings import ConfigError, GatewaySettings, load_settings
+from gateway.settings import CONFIG_ENV, ConfigError, GatewaySettings, load_settings
 
 DEFAULT_CONFIG = "config/gateway.yaml"
 
 
 def _config_path(given: str | None) -> str:
-    return given or os.environ.get("GATEWAY_CONFIG") or DEFAULT_CONFIG
+    return given or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
 
 
 def _load_or_exit(path: str) -> GatewaySettings:
@@ -29,7 +30,8 @@ def _load_or_exit(path: str) -> GatewaySettings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = _load_or_exit(_config_path(args.config))
+    path = _config_path(args.config)
+    settings = _load_or_exit(path)
     server = settings.server
     logging.basicConfig(
         level=server.log_level.upper(),
@@ -37,20 +39,33 @@ def _serve(args: argparse.Namespace) -> int:
     )
     # The upstream client would log every forwarded request and probe at INFO.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=args.host or server.host,
-        port=args.port if args.port is not None else server.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        log_level=server.log_level,
-        timeout_graceful_shutdown=10,
-    )
-    uvicorn.Server(config).run()
+    options: dict[str, Any] = {
+        "host": args.host or server.host,
+        "port": args.port if args.port is not None else server.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "access_log": False,
+        "proxy_headers": False,
+        "server_header": False,
+        "log_level": server.log_level,
+        "timeout_graceful_shutdown": 10,
+    }
+    if args.workers == 1:
+        uvicorn.Server(uvicorn.Config(create_app(settings), **options)).run()
+        return 0
+    if settings.index.kind != "redis":
+        print(
+            "--workers > 1 needs the Redis index (index.kind: redis): with the memory index each "
+            "worker process would keep its own cache map, so each would learn only a share of "
+            "the traffic and route the same prefix to different backends. Run one worker per "
+            "host, or share the index through Redis.",
+            file=sys.stderr,
+        )
+        return 2
+    # Worker processes build their own app from the same file.
+    os.environ[CONFIG_ENV] = os.path.abspath(path)
+    uvicorn.run("gateway.app:create_app_from_env", factory=True, workers=args.workers, **options)
     return 0
 
 
@@ -84,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port (more than 1 needs the Redis index)",
+    )
     serve.set_defaults(func=_serve)
 
     check = commands.add_parser("check-config", help="validate a config file and exit")

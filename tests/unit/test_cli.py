@@ -1,0 +1,37 @@
+"""The command line: check-config and the serve options checked before anything starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+
+GOOD = """
+backends:
+  - {id: a, url: "http://127.0.0.1:9", models: [m]}
+"""
+
+
+def test_check_config_accepts_a_valid_file(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text(GOOD)
+    assert main(["check-config", str(path)]) == 0
+    assert "OK (1 backends, index memory, routing profile)" in capsys.readouterr().out
+
+
+def test_check_config_names_the_bad_field_and_exits_2(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(GOOD + "server: {port: -1}\n")
+    with pytest.raises(SystemExit) as caught:
+        main(["check-config", str(path)])
+    assert caught.value.code == 2
+    assert "server.port" in capsys.readouterr().err
+
+
+def test_several_workers_need_the_redis_index(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "memory.yaml"
+    path.write_text(GOOD)
+    assert main(["serve", "--config", str(path), "--workers", "2"]) == 2
+    assert "needs the Redis index" in capsys.readouterr().err
