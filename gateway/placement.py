@@ -19,6 +19,7 @@ from gateway.prefix.hashing import PrefixKey, prefix_hashes
 from gateway.prefix.index import PrefixIndex
 from gateway.proxy.forward import ProxyOutcome
 from gateway.proxy.usage import reported_cached_tokens
+from gateway.routing.scorers import prefill_s
 from gateway.routing.types import Decision, Router, RouteRequest
 from gateway.settings import HashingSettings
 from gateway.tasks import BackgroundTasks
@@ -33,6 +34,7 @@ class Placement:
         "_first_byte_seen",
         "_placer",
         "_recording",
+        "_ticket",
         "decision",
         "key",
         "request",
@@ -54,12 +56,13 @@ class Placement:
         self.decision = decision
         self._first_byte_seen = False
         self._recording: asyncio.Task[Any] | None = None
+        self._ticket = -1
 
     def attempt_started(self, backend: Backend) -> None:
         """Count the request on `backend` and teach the index where its prefix now lives."""
         state = backend.state
         state.in_flight += 1
-        state.pending_prefill_tokens += self.route.uncached_tokens(backend)
+        self._ticket = state.prefill.push(prefill_s(self.route, backend), time.monotonic())
         self._first_byte_seen = False
         if self.key.hashes:
             self._recording = self._placer.record(self.request.model, backend, self.key.hashes)
@@ -68,22 +71,16 @@ class Placement:
         """The backend's prefill for this request is over."""
         if not self._first_byte_seen:
             self._first_byte_seen = True
-            self._release_prefill(backend)
+            backend.state.prefill.done(self._ticket, time.monotonic())
 
     def attempt_ended(self, backend: Backend) -> None:
         """The attempt is over: release what it held; undo the record if it never started."""
         backend.state.in_flight -= 1
         if not self._first_byte_seen:
             self._first_byte_seen = True
-            self._release_prefill(backend)
+            backend.state.prefill.cancel(self._ticket, time.monotonic())
             if self.key.hashes:
                 self._placer.unrecord(self, backend, self._recording)
-
-    def _release_prefill(self, backend: Backend) -> None:
-        state = backend.state
-        state.pending_prefill_tokens = max(
-            0.0, state.pending_prefill_tokens - self.route.uncached_tokens(backend)
-        )
 
     def finished(self, outcome: ProxyOutcome) -> None:
         """Compare the cache hit the backend reported with the index's prediction."""
@@ -135,6 +132,7 @@ class Placer:
             total_blocks=len(key.hashes),
             block_tokens=self._block_tokens,
             matches=matches,
+            now=time.monotonic(),
         )
         decision = self._router.decide(route, candidates)
         self._decision_time.observe(time.perf_counter() - started)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from gateway.fleet.adapters.base import EngineAdapter
 from gateway.fleet.adapters.engines import adapter_for
+from gateway.fleet.prefill_queue import PrefillQueue
 from gateway.settings import BackendSettings
 
 
@@ -16,7 +17,7 @@ class BackendState:
 
     healthy: bool = True
     in_flight: int = 0
-    pending_prefill_tokens: float = 0.0
+    prefill: PrefillQueue = field(default_factory=PrefillQueue)
     consecutive_failures: int = 0
     consecutive_successes: int = 0
     learned_max_context: int | None = None

@@ -20,15 +20,15 @@ def backend_load(backend: Backend) -> float:
     return max(local, engine.running + engine.waiting)
 
 
-def queued_prefill_s(backend: Backend) -> float:
-    """Seconds of prefill work already queued on a backend, from the gateway's accounting."""
-    return backend.state.pending_prefill_tokens / backend.settings.prefill_tokens_per_s
+def prefill_s(request: RouteRequest, backend: Backend) -> float:
+    """Seconds `backend` needs to prefill what it does not hold of the request."""
+    return request.uncached_tokens(backend) / backend.settings.prefill_tokens_per_s
 
 
 def estimated_ttft_s(request: RouteRequest, backend: Backend) -> float:
     """Queued prefill ahead of the request plus its own uncached prefill, in seconds."""
-    own = request.uncached_tokens(backend) / backend.settings.prefill_tokens_per_s
-    return max(MIN_TTFT_S, queued_prefill_s(backend) + own)
+    queued = backend.state.prefill.wait_s(request.now)
+    return max(MIN_TTFT_S, queued + prefill_s(request, backend))
 
 
 class AffinityScorer:

@@ -11,13 +11,14 @@ from gateway.fleet.registry import Backend
 
 @dataclass(frozen=True, slots=True)
 class RouteRequest:
-    """What the router knows about a request: its model, size and prefix matches."""
+    """What the router knows about a request: its model, size, prefix matches, and the time."""
 
     model: str
     prompt_tokens: float
     total_blocks: int
     block_tokens: float
     matches: Mapping[str, int] = field(default_factory=dict)
+    now: float = 0.0
 
     def matched_blocks(self, backend: Backend) -> int:
         """Leading prefix blocks the index believes `backend` holds."""

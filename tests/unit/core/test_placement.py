@@ -92,7 +92,9 @@ class Harness:
 
 
 def counters(backend: Backend) -> tuple[int, float]:
-    return backend.state.in_flight, backend.state.pending_prefill_tokens
+    """In-flight requests and queued prefill in tokens (at the backend's configured speed)."""
+    queued = backend.state.prefill.queued_s * backend.settings.prefill_tokens_per_s
+    return backend.state.in_flight, round(queued, 6)
 
 
 # --- attempt accounting ------------------------------------------------------------------------
@@ -122,20 +124,32 @@ async def test_first_byte_releases_pending_prefill_exactly_once() -> None:
     h = Harness()
     a = make_backend("a")
     mine, other = h.placement(), h.placement(prompt_tokens=1000.0)
-    other.attempt_started(a)
     mine.attempt_started(a)
+    other.attempt_started(a)  # queued behind mine
     assert counters(a) == (2, 1640.0)
     mine.first_byte(a)
     mine.first_byte(a)
     assert counters(a) == (2, 1000.0)  # the other request's prefill is still queued
 
 
+async def test_a_later_first_byte_settles_earlier_prefills_too() -> None:
+    h = Harness()
+    a = make_backend("a")
+    first, second = h.placement(prompt_tokens=1000.0), h.placement()
+    first.attempt_started(a)
+    second.attempt_started(a)
+    second.first_byte(a)  # engines prefill in order: the first one is done as well
+    assert counters(a) == (2, 0.0)
+    first.first_byte(a)
+    assert counters(a) == (2, 0.0)
+
+
 async def test_attempt_ended_after_first_byte_does_not_release_twice() -> None:
     h = Harness()
     a = make_backend("a")
     mine, other = h.placement(), h.placement(prompt_tokens=1000.0)
-    other.attempt_started(a)
     mine.attempt_started(a)
+    other.attempt_started(a)
     mine.first_byte(a)
     mine.attempt_ended(a)
     assert counters(a) == (1, 1000.0)
@@ -195,7 +209,8 @@ async def test_many_interleaved_requests_return_to_zero() -> None:
         p.attempt_ended(backends[(19 - i) % 2])
     for backend in backends:
         assert backend.state.in_flight == 0
-        assert backend.state.pending_prefill_tokens == pytest.approx(0.0, abs=1e-9)
+        assert backend.state.prefill.queued_s == pytest.approx(0.0, abs=1e-9)
+        assert len(backend.state.prefill) == 0
 
 
 async def test_failed_attempt_does_not_leave_the_chain_on_the_failed_backend() -> None:

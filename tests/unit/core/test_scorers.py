@@ -14,7 +14,6 @@ from gateway.routing.scorers import (
     LoadScorer,
     backend_load,
     estimated_ttft_s,
-    queued_prefill_s,
 )
 from tests.unit.core.factories import make_backend, route
 
@@ -40,8 +39,8 @@ def test_backend_load_takes_the_larger_of_own_and_engine_counts() -> None:
 
 def test_queued_prefill_and_ttft_estimates() -> None:
     b = make_backend("a", prefill_tokens_per_s=1000.0)
-    b.state.pending_prefill_tokens = 2000.0
-    assert queued_prefill_s(b) == pytest.approx(2.0)
+    b.state.prefill.push(2.0, now=0.0)
+    assert b.state.prefill.wait_s(0.0) == pytest.approx(2.0)
     # 6400 prompt tokens, 40 of 100 blocks of 64 cached: 3840 uncached tokens.
     assert estimated_ttft_s(route(matches={"a": 40}), b) == pytest.approx(2.0 + 3.84)
 
@@ -96,7 +95,7 @@ def test_idle_holder_of_the_prefix_wins() -> None:
 
 def test_long_prefill_queue_on_the_holder_makes_another_backend_win() -> None:
     holder, other = make_backend("holder"), make_backend("other")
-    holder.state.pending_prefill_tokens = 20_000.0  # two seconds of queued prefill
+    holder.state.prefill.push(2.0, now=0.0)  # two seconds of queued prefill
     scores = CostScorer().score(route(matches={"holder": 80}), [holder, other])
     assert scores[1] == 1.0
     assert scores[0] < scores[1]
@@ -104,7 +103,7 @@ def test_long_prefill_queue_on_the_holder_makes_another_backend_win() -> None:
 
 def test_short_queue_on_the_holder_is_worth_waiting_for() -> None:
     holder, other = make_backend("holder"), make_backend("other")
-    holder.state.pending_prefill_tokens = 4_000.0  # 0.4 s + 0.128 s < 0.64 s cold
+    holder.state.prefill.push(0.4, now=0.0)  # 0.4 s + 0.128 s < 0.64 s cold
     scores = CostScorer().score(route(matches={"holder": 80}), [holder, other])
     assert scores[0] == 1.0
     assert scores[1] < 1.0
@@ -150,7 +149,7 @@ def test_all_scores_are_within_unit_interval(
     for i, s in enumerate(states):
         b = make_backend(f"b{i}", prefill_tokens_per_s=s["speed"])
         b.state.in_flight = s["in_flight"]  # type: ignore[assignment]
-        b.state.pending_prefill_tokens = s["pending"]  # type: ignore[assignment]
+        b.state.prefill.push(s["pending"] / s["speed"], now=0.0)  # type: ignore[operator]
         if s["engine"] is not None:
             running, waiting = s["engine"]  # type: ignore[misc]
             b.state.engine = engine(running, waiting)
