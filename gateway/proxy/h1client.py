@@ -48,7 +48,7 @@ class H1Response:
             elif conn.complete:
                 return
             else:
-                await conn.wait_body()
+                await conn.body_waiter()
 
     async def read(self) -> bytes:
         """The rest of the body."""
@@ -63,7 +63,7 @@ class H1Response:
             elif conn.complete:
                 break
             else:
-                await conn.wait_body()
+                await conn.body_waiter()
         if len(parts) == 1:
             return parts[0]
         return b"".join(parts)
@@ -88,14 +88,11 @@ class _Target:
 
 
 class H1Upstream:
-    """HTTP/1.1 client with keep-alive pools per (host, port), for plain http:// backends only.
+    """Pooled HTTP/1.1 client for plain http:// backends; https:// URLs raise ValueError."""
 
-    https:// URLs are rejected with ValueError: backends sit on a private network. Idle
-    connections are reused newest-first, expire after `keepalive_expiry_s` (checked on checkout
-    and by a sweep that runs only while connections are idle), and a pooled connection found
-    closed before any response byte is retried once on a fresh connection. Use from one event
-    loop; every response must be closed with `aclose()`.
-    """
+    # Backends sit on a private network, hence no TLS. Idle connections are reused newest
+    # first and expire after `keepalive_expiry_s`, checked on checkout and by a sweep that is
+    # scheduled only while connections are idle. Pools bind to the loop of their first request.
 
     def __init__(
         self,
@@ -121,7 +118,12 @@ class H1Upstream:
     async def send(
         self, method: str, url: str, body: bytes | None, headers: Headers, *, timeout_s: float
     ) -> UpstreamResponse:
-        """Send a request; returns once the response head is in (UpstreamUnavailable if not)."""
+        """Send a request and return once the response head is in.
+
+        Raises UpstreamUnavailable when no response head arrives within `timeout_s` (pool wait,
+        connect and head together); a pooled connection found closed before any response byte
+        is replaced by a fresh one once, transparently. Every response must be `aclose()`d.
+        """
         target = self._targets.get(url)
         if target is None:
             target = self._parse(url)
@@ -144,7 +146,7 @@ class H1Upstream:
         pool = target.pool
         deadline = pool.loop.time() + timeout_s
         head_only = method == "HEAD"
-        conn = await pool.acquire(deadline)
+        conn = pool.pop_idle() or await pool.acquire(deadline)
         try:
             await conn.exchange(request, body, head_only, deadline)
         except StaleConnection:

@@ -38,13 +38,7 @@ class ConnectionOwner(Protocol):
 
 
 class H1Connection(asyncio.Protocol):
-    """A keep-alive connection carrying one request/response exchange at a time.
-
-    The protocol buffers body bytes in a deque; the consumer awaits a future only when the
-    deque is empty. Reading pauses while more than `high_water` bytes wait for the consumer.
-    One lazily re-armed timer enforces both the response-head deadline and the idle timeout
-    between body bytes.
-    """
+    """A keep-alive connection carrying one exchange at a time, its body buffered in a deque."""
 
     __slots__ = (
         "_body",
@@ -137,7 +131,10 @@ class H1Connection(asyncio.Protocol):
             self._transport.write(body)
         try:
             while self._phase == _HEAD and self._error is None:
-                await self._wait(deadline)
+                waiter = self._loop.create_future()
+                self._waiter = waiter
+                self._arm(deadline)
+                await waiter
         except BaseException:
             self.close()
             raise
@@ -154,36 +151,44 @@ class H1Connection(asyncio.Protocol):
         data = body.popleft() if len(body) == 1 else b"".join(body)
         body.clear()
         self._buffered = 0
-        if self._paused and self._transport is not None:
+        if self._paused and not self.closed and self._transport is not None:
             self._paused = False
             self._transport.resume_reading()
         return data
 
-    async def wait_body(self) -> None:
-        """Wait until more body arrives or the body ends; raises UpstreamBroken on failure."""
-        while not self._body and not self.complete and self._error is None:
-            await self._wait(self._last_rx + self._read_timeout_s)
-        if self._error is not None and not self._body:
+    def body_waiter(self) -> asyncio.Future[None]:
+        """A future done when more body arrives, the body ends or fails (call when take() is
+        empty and the body is not complete); raises the failure if there already is one."""
+        if self._error is not None:
             raise self._error
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        self._arm(self._last_rx + self._read_timeout_s)
+        return waiter
 
     def release(self) -> None:
         """End the exchange: back to the pool if the connection may be reused, else close it."""
+        transport = self._transport
         reusable = (
             self.complete
             and self._keep_alive
             and self._error is None
             and not self.closed
             and not self._head_only
+            # A response that came before the whole request body was sent leaves the rest of
+            # the body in the write buffer, ahead of any next request.
+            and transport is not None
+            and not transport.get_write_buffer_size()
         )
         self._phase = _IDLE
         self._body.clear()
         self._buffered = 0
-        if not reusable:
+        if not reusable or transport is None:
             self.close()
             return
-        if self._paused and self._transport is not None:
+        if self._paused:
             self._paused = False
-            self._transport.resume_reading()
+            transport.resume_reading()
         self.served += 1
         self._owner.checkin(self)
 
@@ -265,6 +270,8 @@ class H1Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        # The consumer awaits a future only when the deque is empty; reading pauses while more
+        # than `high_water` bytes wait for it, so a slow client never buffers a whole stream.
         self._body.append(body)
         self._buffered += len(body)
         if self._buffered > self._high_water and not self._paused and self._transport is not None:
@@ -281,15 +288,6 @@ class H1Connection(asyncio.Protocol):
         self._wake()
 
     # ---- internals --------------------------------------------------------------------------
-    async def _wait(self, deadline: float) -> None:
-        waiter = self._loop.create_future()
-        self._waiter = waiter
-        self._arm(deadline)
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None:
@@ -310,7 +308,8 @@ class H1Connection(asyncio.Protocol):
         self.close()
 
     def _arm(self, at: float) -> None:
-        # One timer per connection, re-armed lazily when it fires: data arrival costs nothing.
+        # One timer per connection serves the head deadline and the idle read timeout. It is
+        # re-armed lazily when it fires early, so arriving data costs no timer operations.
         if self._timer is not None:
             if self._timer_at <= at:
                 return
@@ -325,7 +324,7 @@ class H1Connection(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._waiter is None:
+        if self._waiter is None or self._waiter.done():
             return
         heading = self._phase == _HEAD
         due = self._head_deadline if heading else self._last_rx + self._read_timeout_s

@@ -11,13 +11,11 @@ from gateway.proxy.upstream import UpstreamUnavailable
 
 
 class OriginPool:
-    """Connections to one (host, port): O(1) checkout and checkin, at most `limit` at a time.
+    """Connections to one (host, port): O(1) checkout and checkin, at most `limit` at a time."""
 
-    `total` counts open and connecting connections. A freed slot or a returned connection is
-    handed straight to the oldest waiter, so waiting requests are served in arrival order.
-    Idle connections are pushed and popped at the end of `idle`, which therefore stays sorted
-    by age: expiry drops the oldest from the front.
-    """
+    # `total` counts open and connecting connections. A freed slot or a returned connection
+    # goes straight to the oldest waiter. Idle connections are pushed and popped at the end of
+    # `idle`, which therefore stays sorted by age: expiry drops the oldest from the front.
 
     __slots__ = (
         "_connect_timeout_s",
@@ -68,7 +66,7 @@ class OriginPool:
         if self.closed:
             raise UpstreamUnavailable("the upstream client is closed")
         if not fresh:
-            conn = self._pop_idle()
+            conn = self.pop_idle()
             if conn is not None:
                 return conn
         if self.total < self._limit:
@@ -132,7 +130,8 @@ class OriginPool:
             if not waiter.done():
                 waiter.set_exception(UpstreamUnavailable("the upstream client is closed"))
 
-    def _pop_idle(self) -> H1Connection | None:
+    def pop_idle(self) -> H1Connection | None:
+        """The most recently used idle connection, unless it has expired (then all have)."""
         idle = self.idle
         if not idle:
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from gateway.fleet.registry import Backend
@@ -27,3 +28,29 @@ class HealthFilter:
         """Healthy backends, or every candidate when none is healthy."""
         healthy = [b for b in candidates if b.state.healthy]
         return healthy or list(candidates)
+
+
+class BoundedLoadFilter:
+    """Keeps backends under `factor` times the mean load plus `slack` (bounded-load hashing).
+
+    Prefix affinity alone sends every request that shares a popular prefix (one system prompt
+    in front of all traffic) to the first backend that cached it, and each user's later turns
+    follow. A backend already carrying more than its bounded share of the requests in flight
+    is passed over, so the next holder (or a new one) takes the request. The slack keeps
+    the bound from biting at low load, where one or two requests in flight say nothing.
+    """
+
+    name = "bounded_load"
+
+    def __init__(self, factor: float, slack: int) -> None:
+        self._factor = factor
+        self._slack = slack
+
+    def keep(self, request: RouteRequest, candidates: Sequence[Backend]) -> list[Backend]:
+        """Backends whose in-flight count is under the bound (all of them if none is)."""
+        if len(candidates) < 2:
+            return list(candidates)
+        total = sum(b.state.in_flight for b in candidates)
+        bound = math.ceil(self._factor * (total + 1) / len(candidates)) + self._slack
+        kept = [b for b in candidates if b.state.in_flight < bound]
+        return kept or list(candidates)

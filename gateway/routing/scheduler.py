@@ -7,13 +7,15 @@ import time
 from collections.abc import Sequence
 
 from gateway.fleet.registry import Backend
-from gateway.routing.filters import HealthFilter, ModelFilter
+from gateway.routing.filters import BoundedLoadFilter, HealthFilter, ModelFilter
 from gateway.routing.scorers import AffinityScorer, CostScorer, LoadScorer
 from gateway.routing.types import Decision, Filter, RouteRequest, Scorer
 from gateway.settings import FilterName, ProfileSettings, ScorerName
 
 
-def _filter(name: FilterName) -> Filter:
+def _filter(name: FilterName, settings: ProfileSettings) -> Filter:
+    if name == "bounded_load":
+        return BoundedLoadFilter(settings.load_bound, settings.load_slack)
     filters: dict[str, Filter] = {"model": ModelFilter(), "health": HealthFilter()}
     return filters[name]
 
@@ -57,7 +59,7 @@ class ProfileRouter:
         """Build the profile's plugins."""
         return cls(
             name,
-            [_filter(f) for f in settings.filters],
+            [_filter(f, settings) for f in settings.filters],
             [(_scorer(s), w) for s, w in settings.scorers.items()],
             rng,
         )

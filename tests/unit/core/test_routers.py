@@ -56,7 +56,7 @@ def test_rank_by_total_orders_descending_and_breaks_ties_at_random() -> None:
 
 
 def profile(scorers: dict[str, float], seed: int = 0, name: str = "p") -> ProfileRouter:
-    settings = ProfileSettings(scorers=scorers)  # type: ignore[arg-type]
+    settings = ProfileSettings(filters=["model", "health"], scorers=scorers)  # type: ignore[arg-type]
     return ProfileRouter.from_settings(name, settings, random.Random(seed))
 
 
@@ -300,7 +300,7 @@ def test_build_router_uses_the_selected_profile() -> None:
         profile="sticky",
         profiles={
             "default": ProfileSettings(scorers={"load": 1.0}),
-            "sticky": ProfileSettings(scorers={"affinity": 1.0}),
+            "sticky": ProfileSettings(filters=["model", "health"], scorers={"affinity": 1.0}),
         },
     )
     router = build_router(settings, random.Random(0))
@@ -323,3 +323,41 @@ def test_build_router_passes_threshold_settings() -> None:
 def test_build_router_without_rng() -> None:
     router = build_router(RoutingSettings(policy="least_loaded"))
     assert ids(router.decide(route(), fleet("a")))[0] == "a"
+
+
+def test_bounded_load_passes_over_a_backend_above_its_share() -> None:
+    from gateway.routing.filters import BoundedLoadFilter
+
+    a, b, c = fleet("a", "b", "c")
+    a.state.in_flight, b.state.in_flight, c.state.in_flight = 4, 1, 1
+    # bound = ceil(1.5 * (6 + 1) / 3) = 4, no slack: a (4) is at it, so it takes no more.
+    assert ids_of(BoundedLoadFilter(1.5, 0).keep(route(), [a, b, c])) == ["b", "c"]
+    a.state.in_flight = 2  # bound = ceil(1.5 * 5 / 3) = 3
+    assert ids_of(BoundedLoadFilter(1.5, 0).keep(route(), [a, b, c])) == ["a", "b", "c"]
+    a.state.in_flight = 5  # the slack lifts the bound to ceil(1.5 * 8 / 3) + 2 = 6
+    assert ids_of(BoundedLoadFilter(1.5, 2).keep(route(), [a, b, c])) == ["a", "b", "c"]
+
+
+def test_bounded_load_keeps_everyone_when_alone_or_idle() -> None:
+    from gateway.routing.filters import BoundedLoadFilter
+
+    (a,) = fleet("a")
+    a.state.in_flight = 100
+    assert ids_of(BoundedLoadFilter(1.0, 0).keep(route(), [a])) == ["a"]
+    a, b = fleet("a", "b")
+    assert ids_of(BoundedLoadFilter(1.0, 0).keep(route(), [a, b])) == ["a", "b"]
+
+
+def test_default_profile_sends_a_shared_prefix_elsewhere_once_its_holder_is_over_the_bound() -> (
+    None
+):
+    router = build_router(RoutingSettings(policy="profile"), random.Random(0))
+    a, b, c, d = fleet("a", "b", "c", "d")
+    a.state.in_flight = 2  # bound = ceil(1.25 * 3 / 4) + 2 = 4
+    assert ids(router.decide(route(matches={"a": 90}), [a, b, c, d]))[0] == "a"
+    a.state.in_flight = 5  # bound = ceil(1.25 * 6 / 4) + 2 = 4
+    assert ids(router.decide(route(matches={"a": 90}), [a, b, c, d]))[0] != "a"
+
+
+def ids_of(backends) -> list[str]:
+    return [b.id for b in backends]

@@ -16,6 +16,7 @@ class FakeTransport(asyncio.Transport):
         self.written = b""
         self.reading = True
         self.closed = False
+        self.unsent = 0
 
     def write(self, data: Any) -> None:
         self.written += bytes(data)
@@ -28,6 +29,9 @@ class FakeTransport(asyncio.Transport):
 
     def close(self) -> None:
         self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return self.unsent
 
     def is_closing(self) -> bool:
         return self.closed

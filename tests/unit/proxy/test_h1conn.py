@@ -46,6 +46,16 @@ async def test_release_after_a_complete_body_checks_the_connection_in():
     assert conn.served == 1
 
 
+async def test_a_response_before_the_request_body_was_sent_spoils_reuse():
+    owner = FakeOwner()
+    conn, transport = connected(owner)
+    transport.unsent = 10
+    await start(conn, b"HTTP/1.1 413 Too Large\r\ncontent-length: 0\r\n\r\n")
+    conn.release()
+    assert transport.closed
+    assert owner.checked_in == []
+
+
 async def test_release_mid_body_closes_the_connection():
     owner = FakeOwner()
     conn, transport = connected(owner)
@@ -91,7 +101,7 @@ async def test_framed_body_cut_by_connection_lost_is_broken():
     conn.connection_lost(ConnectionResetError())
     assert conn.take() == b"part"
     with pytest.raises(UpstreamBroken):
-        await conn.wait_body()
+        conn.body_waiter()
 
 
 async def test_malformed_head_is_unavailable():
