@@ -12,7 +12,8 @@ from gateway.metrics import GatewayMetrics
 from gateway.placement import Placer
 from gateway.prefix.index import PrefixIndex
 from gateway.proxy.forward import Forwarder
-from gateway.proxy.upstream import HttpxUpstream, UpstreamClient
+from gateway.proxy.h1client import H1Upstream
+from gateway.proxy.upstream import UpstreamClient
 from gateway.routing.factory import build_router
 from gateway.settings import GatewaySettings, HashingSettings, IndexSettings
 from gateway.tasks import BackgroundTasks
@@ -91,8 +92,8 @@ def build_deps(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
     fleet = Fleet.from_settings(settings.backends)
     metrics = metrics if metrics is not None else GatewayMetrics()
     upstream = settings.upstream
-    client = HttpxUpstream(
-        max_connections=upstream.max_connections_per_backend * len(fleet.backends),
+    client = H1Upstream(
+        max_connections_per_origin=upstream.max_connections_per_backend,
         connect_timeout_s=upstream.connect_timeout_s,
         read_timeout_s=upstream.read_timeout_s,
         keepalive_expiry_s=upstream.keepalive_expiry_s,

@@ -156,6 +156,11 @@ class BackendSettings(StrictModel):
     def _no_path_query(cls, url: AnyHttpUrl) -> AnyHttpUrl:
         if url.query or url.fragment:
             raise ValueError("backend url must not carry a query or fragment")
+        if url.scheme != "http":
+            raise ValueError(
+                "backend url must be http:// (backends sit on a private network; terminate "
+                "TLS in front of them if they need it)"
+            )
         return url
 
     @property

@@ -14,7 +14,9 @@ import uvicorn
 
 def bound_socket() -> socket.socket:
     """A listening TCP socket on a free 127.0.0.1 port; clients may connect at once."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only for
+    # sockets whose proto says TCP, and without it keep-alive requests stall on delayed ACKs.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(512)

@@ -94,7 +94,7 @@ def test_backend_deltas_and_summary() -> None:
         BackendDelta("b1", 1, 100, 0, 1.0, 0),
     ]
     outcomes = [
-        Outcome(0, 0.0, ttft=0.2, e2e=1.0, backend="b0"),
+        Outcome(0, 0.0, ttft=0.2, e2e=1.0, backend="b0", prompt_tokens=100, cached_tokens=50),
         Outcome(1, 1.0, ttft=0.4, e2e=3.0, backend="b0"),
         Outcome(2, 1.0, ttft=0.6, e2e=2.0, backend="b0"),
         Outcome(3, 2.0, ttft=None, waited=5.0, error="deadline: cancelled"),
@@ -115,6 +115,7 @@ def test_backend_deltas_and_summary() -> None:
     assert s.request_max_over_mean == pytest.approx(1.5)
     assert s.prefill_utilisation == {"b0": 0.5, "b1": 0.25}
     assert s.header_share == {"b0": 1.0}
+    assert s.usage_hit_rate == pytest.approx(0.5)
 
 
 def _run(hit: float, p50: float, p99: float, req_max: float = 1.0) -> dict[str, object]:
