@@ -35,3 +35,11 @@ def test_several_workers_need_the_redis_index(tmp_path: Path, capsys) -> None:
     path.write_text(GOOD)
     assert main(["serve", "--config", str(path), "--workers", "2"]) == 2
     assert "needs the Redis index" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(str(p) for p in (Path(__file__).parents[2] / "config").rglob("*.yaml")),
+)
+def test_every_shipped_config_is_valid(path: str, capsys) -> None:
+    assert main(["check-config", path]) == 0
