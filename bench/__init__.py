@@ -1,0 +1,1 @@
+"""Benchmarks of prefix-gateway: routing quality against the simulated fleet."""

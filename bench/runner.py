@@ -1,0 +1,272 @@
+"""Orchestration: plan each workload, run every (repeat, policy) on a fresh fleet, report."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+
+from bench.catalog import Sizes, build_workload
+from bench.checks import Check, workload_checks
+from bench.harness import MODEL, FleetSettings, GatewayOptions, RunEnvironment, gateway_config
+from bench.plan import PlanParams, WorkloadPlan, plan_workload
+from bench.plot import ttft_cdf_png
+from bench.procs import StartupError
+from bench.replay import Outcome, ReplayConfig, Replayer
+from bench.report import backend_deltas, summarize
+from bench.tables import plan_lines, policy_table, run_line
+
+T = TypeVar("T")
+_DRAIN_MIN_S = 30.0
+_DEADLINE_SPANS = 3.0
+_START_ATTEMPTS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Everything one invocation needs."""
+
+    workloads: list[str]
+    policies: list[str]
+    repeat: int
+    quick: bool
+    sizes: Sizes
+    params: PlanParams
+    out: Path
+    trace: Path
+    seed: int
+    index: str
+    redis_url: str | None
+    repo: Path
+
+
+def _run_async(coro: Coroutine[Any, Any, T]) -> T:
+    factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        pass
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)
+
+
+def accepted_policies(options: Options, workdir: Path) -> dict[str, str | None]:
+    """Ask `prefix-gateway check-config` about each policy: None = accepted, else the reason."""
+    fleet = FleetSettings(1, 16, 1024, 10000.0, 20.0, 1.0)
+    out: dict[str, str | None] = {}
+    for policy in options.policies:
+        path = workdir / f"check-{len(out)}.yaml"
+        gw = GatewayOptions(policy, options.index, options.redis_url)
+        path.write_bytes(gateway_config(fleet, gw, 8080, 8001))
+        proc = subprocess.run(
+            [sys.executable, "-m", "gateway", "check-config", str(path)],
+            cwd=options.repo,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        out[policy] = None if proc.returncode == 0 else (proc.stderr or proc.stdout).strip()
+    return out
+
+
+def _clean_redis(url: str | None, prefix: str) -> None:
+    if not url:
+        return
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+        client.close()
+    except Exception as exc:  # the benchmark's own cleanup must not hide results
+        print(f"  warning: could not delete redis keys {prefix}*: {exc}", file=sys.stderr)
+
+
+def run_one(
+    plan: WorkloadPlan, policy: str, repeat: int, options: Options, logdir: Path
+) -> dict[str, Any]:
+    """One run on a fresh fleet and gateway (startup retried once); returns its JSON record."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {"policy": policy, "repeat": repeat, "logs": str(logdir)}
+    started = time.monotonic()
+    for attempt in range(_START_ATTEMPTS):
+        try:
+            _attempt(plan, policy, repeat, options, logdir, record)
+            break
+        except StartupError as exc:
+            record["failed"] = str(exc)
+            if attempt + 1 < _START_ATTEMPTS:
+                print(f"  (startup failed, retrying: {str(exc).splitlines()[0]})", flush=True)
+        except httpx.HTTPError as exc:
+            record["failed"] = f"reading /sim/stats failed: {exc!r}"
+            break
+    record["wall_s"] = time.monotonic() - started
+    record["host_load_1min"] = os.getloadavg()[0]
+    return record
+
+
+def _attempt(
+    plan: WorkloadPlan,
+    policy: str,
+    repeat: int,
+    options: Options,
+    logdir: Path,
+    record: dict[str, Any],
+) -> None:
+    prefix = f"pgwbench-{os.getpid()}-{plan.workload.name}-{policy}-{repeat}"
+    gw = GatewayOptions(policy, options.index, options.redis_url, key_prefix=prefix)
+    fleet = plan.fleet
+    try:
+        with RunEnvironment(fleet, gw, logdir, options.repo) as env:
+            before = env.stats()
+            deadline = _DEADLINE_SPANS * plan.span_s * fleet.time_scale + _DRAIN_MIN_S
+            config = ReplayConfig(env.gateway_url, MODEL, fleet.time_scale, deadline, deadline)
+            outcomes: list[Outcome] = _run_async(Replayer(config, plan.workload.requests).run())
+            after = env.stats()
+    finally:
+        if options.index == "redis":
+            _clean_redis(options.redis_url, prefix)
+    record.pop("failed", None)
+    deltas = backend_deltas(before, after)
+    record["summary"] = summarize(outcomes, deltas, fleet.time_scale).to_dict()
+    record["backends"] = [dataclasses.asdict(d) for d in deltas]
+    record["ttft_sim"] = [
+        round(t / fleet.time_scale, 6) for o in outcomes if (t := o.ttft_or_censored) is not None
+    ]
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+    tmp.replace(path)
+
+
+def run_benchmark(options: Options, argv: list[str]) -> int:
+    """Run everything, print tables and checks, write JSON and plots; 1 if any run had errors."""
+    out_dir = options.out.parent
+    logs_root = out_dir / "logs" / options.out.stem
+    shutil.rmtree(logs_root, ignore_errors=True)
+    result: dict[str, Any] = {
+        "benchmark": "routing_quality",
+        "command": argv,
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seed": options.seed,
+        "quick": options.quick,
+        "repeat": options.repeat,
+        "policies": options.policies,
+        "index": options.index,
+        "params": dataclasses.asdict(options.params),
+        "trace": options.trace.name,
+        "cpu_count": os.cpu_count(),
+        "workloads": {},
+    }
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cpus / 2:
+        print(
+            f"!! host load average {load:.1f} on {cpus} CPUs before starting: other work is "
+            "running; latency figures will be noisy (client lag and host load are recorded)"
+        )
+    with tempfile.TemporaryDirectory(prefix="routing-quality-") as tmp:
+        verdicts = accepted_policies(options, Path(tmp))
+    result["rejected_policies"] = {p: r for p, r in verdicts.items() if r}
+    for policy, reason in verdicts.items():
+        if reason:
+            print(f"!!! policy {policy!r} rejected by check-config, not run: {reason}")
+    all_checks: list[Check] = []
+    failures = 0
+    try:
+        for name in options.workloads:
+            section, checks, bad = _run_workload(name, options, verdicts, logs_root, result)
+            result["workloads"][name] = section
+            all_checks.extend(checks)
+            failures += bad
+            _write(options.out, result)
+    finally:
+        result["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+        result["checks"] = [c.to_dict() for c in all_checks]
+        _write(options.out, result)
+    print("\n== checks (issue 3, 'What it must show') ==")
+    for check in all_checks:
+        print(check.line())
+    print(f"\nresults: {options.out}")
+    if failures:
+        print(f"\n!!! {failures} runs had failed requests or failed to start: see above and the "
+              "JSON; their figures are suspect")  # fmt: skip
+    return 1 if failures else 0
+
+
+def _run_workload(
+    name: str,
+    options: Options,
+    verdicts: dict[str, str | None],
+    logs_root: Path,
+    result: dict[str, Any],
+) -> tuple[dict[str, Any], list[Check], int]:
+    print(f"\n== workload ({name}) ==", flush=True)
+    try:
+        workload = build_workload(name, options.sizes, options.seed, options.trace)
+    except (OSError, ValueError) as exc:
+        print(f"!!! workload ({name}) could not be built: {exc}")
+        section: dict[str, Any] = {"error": str(exc), "runs": []}
+        checks = workload_checks(name, float("nan"), {})
+        return section, checks, 1
+    plan = plan_workload(workload, options.params)
+    print(f"  {workload.title}")
+    for line in plan_lines(plan):
+        print(line, flush=True)
+    section = {"title": workload.title, "plan": plan.to_dict(), "runs": []}
+    result["workloads"][name] = section
+    runs: dict[str, list[dict[str, Any]]] = {p: [] for p in options.policies}
+    failures = 0
+    for repeat in range(options.repeat):
+        for policy in options.policies:
+            if verdicts.get(policy):
+                continue
+            logdir = logs_root / f"{name}-{policy}-{repeat + 1}"
+            record = run_one(plan, policy, repeat, options, logdir)
+            section["runs"].append(record)
+            print(run_line(record), flush=True)
+            if "summary" in record:
+                runs[policy].append(record["summary"])
+                failures += bool(record["summary"]["errors"])
+            else:
+                failures += 1
+            _write(options.out, result)
+    print()
+    print(policy_table(runs))
+    print("  (TTFT in simulated seconds; ± is half the range over repeats)")
+    checks = workload_checks(name, plan.upper_bound.hit_rate, runs)
+    for check in checks:
+        print("  " + check.line())
+    section["checks"] = [c.to_dict() for c in checks]
+    ttfts = {
+        p: [t for r in section["runs"] if r["policy"] == p for t in r.get("ttft_sim", [])]
+        for p in options.policies
+    }
+    png = options.out.parent / f"{options.out.stem}_ttft_cdf_{name}.png"
+    title = f"({name}) {workload.title}: TTFT CDF"
+    note = f"upper-bound hit rate {plan.upper_bound.hit_rate:.1%}"
+    written = ttft_cdf_png(png, title, ttfts, note)
+    section["plot"] = written.name if written else None
+    if written is None:
+        print("  (matplotlib not installed: no plot; pip install '.[bench]')")
+    return section, checks, failures
