@@ -63,6 +63,7 @@ class Placement:
         state = backend.state
         state.in_flight += 1
         self._ticket = state.prefill.push(prefill_s(self.route, backend), time.monotonic())
+        self._placer.groups.started(self.key)
         self._first_byte_seen = False
         if self.key.hashes:
             self._recording = self._placer.record(self.request.model, backend, self.key.hashes)
@@ -76,6 +77,7 @@ class Placement:
     def attempt_ended(self, backend: Backend) -> None:
         """The attempt is over: release what it held; undo the record if it never started."""
         backend.state.in_flight -= 1
+        self._placer.groups.ended(self.key)
         if not self._first_byte_seen:
             self._first_byte_seen = True
             backend.state.prefill.cancel(self._ticket, time.monotonic())
@@ -92,6 +94,35 @@ class Placement:
         )
         if reported is not None:
             self._placer.correct(self, backend, reported)
+
+
+class PrefixGroups:
+    """Requests in flight per first prefix block: how popular each prompt opening is now."""
+
+    __slots__ = ("_counts",)
+
+    def __init__(self) -> None:
+        self._counts: dict[int, int] = {}
+
+    def in_flight(self, key: PrefixKey) -> int:
+        """Requests in flight that start with the same block as `key`."""
+        return self._counts.get(key.hashes[0], 0) if key.hashes else 0
+
+    def started(self, key: PrefixKey) -> None:
+        """One more request of this group is in flight."""
+        if key.hashes:
+            head = key.hashes[0]
+            self._counts[head] = self._counts.get(head, 0) + 1
+
+    def ended(self, key: PrefixKey) -> None:
+        """One request of this group is no longer in flight."""
+        if key.hashes:
+            head = key.hashes[0]
+            left = self._counts.get(head, 0) - 1
+            if left > 0:
+                self._counts[head] = left
+            else:
+                self._counts.pop(head, None)
 
 
 class Placer:
@@ -111,6 +142,7 @@ class Placer:
         self._router = router
         self._metrics = metrics
         self._tasks = tasks
+        self.groups = PrefixGroups()
         self._decision_time = metrics.routing_decision.labels(router.name)
 
     async def place(self, request: InferenceRequest, candidates: Sequence[Backend]) -> Placement:
@@ -133,6 +165,7 @@ class Placer:
             block_tokens=self._block_tokens,
             matches=matches,
             now=time.monotonic(),
+            group_in_flight=self.groups.in_flight(key),
         )
         decision = self._router.decide(route, candidates)
         self._decision_time.observe(time.perf_counter() - started)

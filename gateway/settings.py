@@ -99,10 +99,10 @@ class ProfileSettings(StrictModel):
     """A routing profile: filters, then scorers (each in [0, 1]) times weights, then a picker."""
 
     filters: list[FilterName] = ["model", "health", "bounded_load"]
-    scorers: dict[ScorerName, Annotated[float, Field(ge=0)]] = {"cost": 1.0}
+    scorers: dict[ScorerName, Annotated[float, Field(ge=0)]] = {"cost": 1.0, "load": 0.05}
     picker: Literal["max_score"] = "max_score"
     load_bound: Annotated[float, Field(ge=1.0)] = 1.25
-    load_slack: Annotated[int, Field(ge=0)] = 2
+    load_slack: Annotated[int, Field(ge=0)] = 1
 
     @model_validator(mode="after")
     def _some_weight(self) -> ProfileSettings:

@@ -38,6 +38,10 @@ class BoundedLoadFilter:
     follow. A backend already carrying more than its bounded share of the requests in flight
     is passed over, so the next holder (or a new one) takes the request. The slack keeps
     the bound from biting at low load, where one or two requests in flight say nothing.
+
+    It applies only to popular prefixes: a request whose prefix group holds less than one
+    backend's fair share of the requests in flight (a private conversation, a small group)
+    cannot pile up anywhere by itself, and moving it would only throw its cache hit away.
     """
 
     name = "bounded_load"
@@ -51,6 +55,8 @@ class BoundedLoadFilter:
         if len(candidates) < 2:
             return list(candidates)
         total = sum(b.state.in_flight for b in candidates)
+        if request.group_in_flight * len(candidates) < total:
+            return list(candidates)
         bound = math.ceil(self._factor * (total + 1) / len(candidates)) + self._slack
         kept = [b for b in candidates if b.state.in_flight < bound]
         return kept or list(candidates)

@@ -11,7 +11,11 @@ from gateway.fleet.registry import Backend
 
 @dataclass(frozen=True, slots=True)
 class RouteRequest:
-    """What the router knows about a request: its model, size, prefix matches, and the time."""
+    """What the router knows about a request: its model, size, prefix matches, and the time.
+
+    `group_in_flight` counts requests in flight whose prompt starts with the same block as this
+    one (the same system prompt, tools or shared document): how popular its prefix is right now.
+    """
 
     model: str
     prompt_tokens: float
@@ -19,6 +23,7 @@ class RouteRequest:
     block_tokens: float
     matches: Mapping[str, int] = field(default_factory=dict)
     now: float = 0.0
+    group_in_flight: int = 0
 
     def matched_blocks(self, backend: Backend) -> int:
         """Leading prefix blocks the index believes `backend` holds."""

@@ -28,6 +28,7 @@ def route(
     block_tokens: float = 64.0,
     matches: dict[str, int] | None = None,
     model: str = MODEL,
+    group_in_flight: int = 0,
 ) -> RouteRequest:
     """A routing request of 100 blocks of 64 tokens by default."""
     return RouteRequest(
@@ -36,4 +37,5 @@ def route(
         total_blocks=total_blocks,
         block_tokens=block_tokens,
         matches=matches or {},
+        group_in_flight=group_in_flight,
     )

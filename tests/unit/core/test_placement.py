@@ -381,3 +381,24 @@ async def test_place_isolates_cache_salts() -> None:
     again = await h.placer.place(chat_request("y" * 1000), backends)
     assert plain.key.hashes == again.key.hashes
     assert set(plain.key.hashes).isdisjoint(salted.key.hashes)
+
+
+async def test_prefix_groups_count_requests_in_flight_by_their_first_block() -> None:
+    h = Harness()
+    a, b = make_backend("a"), make_backend("b")
+    shared = h.placement(hashes=[7, 8, 9])
+    also_shared = h.placement(hashes=[7, 8, 10])
+    private = h.placement(hashes=[11, 12])
+    shared.attempt_started(a)
+    also_shared.attempt_started(b)
+    private.attempt_started(b)
+    assert h.placer.groups.in_flight(shared.key) == 2
+    assert h.placer.groups.in_flight(private.key) == 1
+    also_shared.attempt_ended(b)  # a failover keeps the count right: ended, then started again
+    also_shared.attempt_started(a)
+    assert h.placer.groups.in_flight(shared.key) == 2
+    for placement, backend in ((shared, a), (also_shared, a), (private, b)):
+        placement.attempt_ended(backend)
+    assert h.placer.groups.in_flight(shared.key) == 0
+    assert h.placer.groups.in_flight(private.key) == 0
+    await h.tasks.drain()

@@ -330,12 +330,27 @@ def test_bounded_load_passes_over_a_backend_above_its_share() -> None:
 
     a, b, c = fleet("a", "b", "c")
     a.state.in_flight, b.state.in_flight, c.state.in_flight = 4, 1, 1
+    popular = route(group_in_flight=6)  # every request in flight shares this prefix
     # bound = ceil(1.5 * (6 + 1) / 3) = 4, no slack: a (4) is at it, so it takes no more.
-    assert ids_of(BoundedLoadFilter(1.5, 0).keep(route(), [a, b, c])) == ["b", "c"]
+    assert ids_of(BoundedLoadFilter(1.5, 0).keep(popular, [a, b, c])) == ["b", "c"]
     a.state.in_flight = 2  # bound = ceil(1.5 * 5 / 3) = 3
-    assert ids_of(BoundedLoadFilter(1.5, 0).keep(route(), [a, b, c])) == ["a", "b", "c"]
+    assert ids_of(BoundedLoadFilter(1.5, 0).keep(popular, [a, b, c])) == ["a", "b", "c"]
     a.state.in_flight = 5  # the slack lifts the bound to ceil(1.5 * 8 / 3) + 2 = 6
-    assert ids_of(BoundedLoadFilter(1.5, 2).keep(route(), [a, b, c])) == ["a", "b", "c"]
+    assert ids_of(BoundedLoadFilter(1.5, 2).keep(popular, [a, b, c])) == ["a", "b", "c"]
+
+
+def test_bounded_load_leaves_unpopular_prefixes_with_their_holder() -> None:
+    from gateway.routing.filters import BoundedLoadFilter
+
+    a, b, c = fleet("a", "b", "c")
+    a.state.in_flight, b.state.in_flight, c.state.in_flight = 4, 1, 1
+    # Two of six requests in flight share this prefix: less than one backend's fair share.
+    private = route(group_in_flight=1)
+    assert ids_of(BoundedLoadFilter(1.5, 0).keep(private, [a, b, c])) == ["a", "b", "c"]
+    assert ids_of(BoundedLoadFilter(1.5, 0).keep(route(group_in_flight=2), [a, b, c])) == [
+        "b",
+        "c",
+    ]
 
 
 def test_bounded_load_keeps_everyone_when_alone_or_idle() -> None:
@@ -343,7 +358,7 @@ def test_bounded_load_keeps_everyone_when_alone_or_idle() -> None:
 
     (a,) = fleet("a")
     a.state.in_flight = 100
-    assert ids_of(BoundedLoadFilter(1.0, 0).keep(route(), [a])) == ["a"]
+    assert ids_of(BoundedLoadFilter(1.0, 0).keep(route(group_in_flight=100), [a])) == ["a"]
     a, b = fleet("a", "b")
     assert ids_of(BoundedLoadFilter(1.0, 0).keep(route(), [a, b])) == ["a", "b"]
 
@@ -353,10 +368,12 @@ def test_default_profile_sends_a_shared_prefix_elsewhere_once_its_holder_is_over
 ):
     router = build_router(RoutingSettings(policy="profile"), random.Random(0))
     a, b, c, d = fleet("a", "b", "c", "d")
-    a.state.in_flight = 2  # bound = ceil(1.25 * 3 / 4) + 2 = 4
-    assert ids(router.decide(route(matches={"a": 90}), [a, b, c, d]))[0] == "a"
-    a.state.in_flight = 5  # bound = ceil(1.25 * 6 / 4) + 2 = 4
-    assert ids(router.decide(route(matches={"a": 90}), [a, b, c, d]))[0] != "a"
+    a.state.in_flight = 1  # bound = ceil(1.25 * 2 / 4) + 1 = 2
+    hot = dict(matches={"a": 90}, group_in_flight=1)
+    assert ids(router.decide(route(**hot), [a, b, c, d]))[0] == "a"
+    a.state.in_flight = 4  # bound = ceil(1.25 * 5 / 4) + 1 = 3: a is at it
+    hot["group_in_flight"] = 4
+    assert ids(router.decide(route(**hot), [a, b, c, d]))[0] != "a"
 
 
 def ids_of(backends) -> list[str]:
