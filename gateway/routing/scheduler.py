@@ -20,9 +20,9 @@ def _filter(name: FilterName, settings: ProfileSettings) -> Filter:
     return filters[name]
 
 
-def _scorer(name: ScorerName) -> Scorer:
+def _scorer(name: ScorerName, settings: ProfileSettings) -> Scorer:
     scorers: dict[str, Scorer] = {
-        "cost": CostScorer(),
+        "cost": CostScorer(settings.miss_penalty),
         "affinity": AffinityScorer(),
         "load": LoadScorer(),
     }
@@ -60,7 +60,7 @@ class ProfileRouter:
         return cls(
             name,
             [_filter(f, settings) for f in settings.filters],
-            [(_scorer(s), w) for s, w in settings.scorers.items()],
+            [(_scorer(s, settings), w) for s, w in settings.scorers.items()],
             rng,
         )
 

@@ -59,13 +59,25 @@ class CostScorer:
     """Estimated time to first token, which puts affinity, load and hardware speed in seconds.
 
     Score = fastest estimate ÷ this estimate, so the fastest backend scores 1 and one twice
-    as slow scores 0.5.
+    as slow scores 0.5. `miss_penalty` charges recomputing what another backend already holds
+    a little extra: the copy displaces other cached prefixes and its work delays the requests
+    that come after, costs the request's own TTFT does not show.
     """
 
     name = "cost"
 
+    def __init__(self, miss_penalty: float = 0.0) -> None:
+        self._miss_penalty = miss_penalty
+
     def score(self, request: RouteRequest, candidates: Sequence[Backend]) -> list[float]:
         """Relative speed to first token."""
         estimates = [estimated_ttft_s(request, b) for b in candidates]
+        if self._miss_penalty and request.matches:
+            held = max(request.matches.values())
+            for i, backend in enumerate(candidates):
+                lost = held - request.matched_blocks(backend)
+                if lost > 0:
+                    seconds = lost * request.block_tokens / backend.settings.prefill_tokens_per_s
+                    estimates[i] += self._miss_penalty * seconds
         best = min(estimates, default=MIN_TTFT_S)
         return [best / estimate for estimate in estimates]

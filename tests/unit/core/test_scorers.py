@@ -163,3 +163,17 @@ def test_all_scores_are_within_unit_interval(
     # The best backend by cost and by load always scores exactly 1.
     assert max(CostScorer().score(request, backends)) == 1.0
     assert max(LoadScorer().score(request, backends)) == 1.0
+
+
+def test_miss_penalty_keeps_a_busy_holder_longer() -> None:
+    from gateway.routing.scorers import CostScorer
+
+    holder = make_backend("a", prefill_tokens_per_s=10_000.0)
+    other = make_backend("b", prefill_tokens_per_s=10_000.0)
+    # 6400-token prompt, 90 of 100 blocks held by a: 0.064 s there, 0.64 s cold on b.
+    holder.state.prefill.push(0.7, now=0.0)  # a is busy for 0.7 s
+    request = route(matches={"a": 90})
+    plain = CostScorer(0.0).score(request, [holder, other])
+    assert plain[1] > plain[0]  # by TTFT alone, b wins
+    charged = CostScorer(1.0).score(request, [holder, other])
+    assert charged[0] > charged[1]  # recomputing 90 held blocks costs b another 0.576 s
