@@ -37,8 +37,6 @@ def _serve(args: argparse.Namespace) -> int:
         level=server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    # The upstream client would log every forwarded request and probe at INFO.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     options: dict[str, Any] = {
         "host": args.host or server.host,
         "port": args.port if args.port is not None else server.port,
