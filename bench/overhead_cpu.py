@@ -94,13 +94,14 @@ class Sample:
 
 
 def split(before: Sample, after: Sample, ours: int) -> dict[str, Any]:
-    """CPU seconds between two samples: ours (the tree of `ours`), kernel threads, other."""
-    # Ours includes what our reaped children used (wrk); for other processes only their own time
-    # counts (a reaped orphan's whole lifetime would land on init). `unattributed` is busy time
-    # no live process accounts for (interrupts, processes that exited).
+    """CPU seconds between two samples: busy, ours (the tree of `ours`), kernel threads, other."""
+    # Ours includes what our reaped children used (wrk). For other processes only live ones can
+    # be named (`other_live`); `other` is everything busy that is neither ours nor a kernel
+    # thread, so it also holds processes that started and exited during the run (their time is
+    # in a parent's cutime, or on init for orphans) and interrupts.
     hz = ticks_per_second()
     mine = tree(ours, after.procs) | tree(ours, before.procs)
-    sums = {"ours": 0.0, "kernel": 0.0, "other": 0.0}
+    sums = {"ours": 0.0, "kernel": 0.0, "other_live": 0.0}
     others: list[tuple[float, int, str]] = []
     for pid, proc in after.procs.items():
         start = before.procs.get(pid)
@@ -113,14 +114,14 @@ def split(before: Sample, after: Sample, ours: int) -> dict[str, Any]:
         elif pid == KTHREADD or proc.ppid == KTHREADD:
             sums["kernel"] += delta
         else:
-            sums["other"] += delta
+            sums["other_live"] += delta
             others.append((delta, pid, proc.comm))
     busy = after.busy_s - before.busy_s
     others.sort(reverse=True)
     return {
         "busy": round(busy, 3),
         **{key: round(value, 3) for key, value in sums.items()},
-        "unattributed": round(busy - sum(sums.values()), 3),
+        "other": round(max(busy - sums["ours"] - sums["kernel"], 0.0), 3),
         "top_other": [
             {"pid": pid, "comm": comm, "cmdline": _cmdline(pid), "cpu_s": round(s, 3)}
             for s, pid, comm in others[:3]
