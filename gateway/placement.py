@@ -96,33 +96,60 @@ class Placement:
             self._placer.correct(self, backend, reported)
 
 
+# Prefix depths (in blocks) at which popularity is counted: a few per request, not every block.
+CHECKPOINTS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
 class PrefixGroups:
-    """Requests in flight per first prefix block: how popular each prompt opening is now."""
+    """Requests in flight per prefix block, counted at checkpoint depths.
+
+    How many requests in flight share a request's prefix *as deep as a backend holds it* tells
+    a popular shared opening (a system prompt every new user sends) from a private history
+    that happens to start with it (that user's next turn): the first is counted at a block all
+    of them share, the second at a block of its own.
+    """
 
     __slots__ = ("_counts",)
 
     def __init__(self) -> None:
         self._counts: dict[int, int] = {}
 
-    def in_flight(self, key: PrefixKey) -> int:
-        """Requests in flight that start with the same block as `key`."""
-        return self._counts.get(key.hashes[0], 0) if key.hashes else 0
+    def in_flight(self, key: PrefixKey, depth: int) -> int:
+        """Requests in flight sharing `key`'s prefix through its deepest checkpoint < `depth`."""
+        hashes = key.hashes
+        if not hashes:
+            return 0
+        limit = min(max(depth, 1), len(hashes))
+        deepest = 0
+        for checkpoint in CHECKPOINTS:
+            if checkpoint >= limit:
+                break
+            deepest = checkpoint
+        return self._counts.get(hashes[deepest], 0)
 
     def started(self, key: PrefixKey) -> None:
-        """One more request of this group is in flight."""
-        if key.hashes:
-            head = key.hashes[0]
-            self._counts[head] = self._counts.get(head, 0) + 1
+        """One more request with this prefix is in flight."""
+        counts = self._counts
+        hashes = key.hashes
+        for checkpoint in CHECKPOINTS:
+            if checkpoint >= len(hashes):
+                break
+            block = hashes[checkpoint]
+            counts[block] = counts.get(block, 0) + 1
 
     def ended(self, key: PrefixKey) -> None:
-        """One request of this group is no longer in flight."""
-        if key.hashes:
-            head = key.hashes[0]
-            left = self._counts.get(head, 0) - 1
+        """One request with this prefix is no longer in flight."""
+        counts = self._counts
+        hashes = key.hashes
+        for checkpoint in CHECKPOINTS:
+            if checkpoint >= len(hashes):
+                break
+            block = hashes[checkpoint]
+            left = counts.get(block, 0) - 1
             if left > 0:
-                self._counts[head] = left
+                counts[block] = left
             else:
-                self._counts.pop(head, None)
+                counts.pop(block, None)
 
 
 class Placer:
@@ -165,7 +192,7 @@ class Placer:
             block_tokens=self._block_tokens,
             matches=matches,
             now=time.monotonic(),
-            group_in_flight=self.groups.in_flight(key),
+            group_in_flight=self.groups.in_flight(key, max(matches.values(), default=0)),
         )
         decision = self._router.decide(route, candidates)
         self._decision_time.observe(time.perf_counter() - started)

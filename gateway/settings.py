@@ -103,6 +103,7 @@ class ProfileSettings(StrictModel):
     picker: Literal["max_score"] = "max_score"
     load_bound: Annotated[float, Field(ge=1.0)] = 1.25
     load_slack: Annotated[int, Field(ge=0)] = 1
+    popular_shares: Annotated[float, Field(ge=0)] = 1.0
     miss_penalty: Annotated[float, Field(ge=0)] = 1.0
 
     @model_validator(mode="after")

@@ -39,23 +39,25 @@ class BoundedLoadFilter:
     is passed over, so the next holder (or a new one) takes the request. The slack keeps
     the bound from biting at low load, where one or two requests in flight say nothing.
 
-    It applies only to popular prefixes: a request whose prefix group holds less than one
-    backend's fair share of the requests in flight (a private conversation, a small group)
-    cannot pile up anywhere by itself, and moving it would only throw its cache hit away.
+    It applies only to popular prefixes: a request whose cached prefix is shared by fewer than
+    `popular_shares` backends' fair shares of the requests in flight (a private conversation,
+    a document a few users ask about) cannot pile up anywhere by itself, and moving it would
+    only throw its cache hit away.
     """
 
     name = "bounded_load"
 
-    def __init__(self, factor: float, slack: int) -> None:
+    def __init__(self, factor: float, slack: int, popular_shares: float = 2.0) -> None:
         self._factor = factor
         self._slack = slack
+        self._popular_shares = popular_shares
 
     def keep(self, request: RouteRequest, candidates: Sequence[Backend]) -> list[Backend]:
         """Backends whose in-flight count is under the bound (all of them if none is)."""
         if len(candidates) < 2:
             return list(candidates)
         total = sum(b.state.in_flight for b in candidates)
-        if request.group_in_flight * len(candidates) < total:
+        if request.group_in_flight * len(candidates) < self._popular_shares * total:
             return list(candidates)
         bound = math.ceil(self._factor * (total + 1) / len(candidates)) + self._slack
         kept = [b for b in candidates if b.state.in_flight < bound]

@@ -9,13 +9,13 @@ from collections.abc import Sequence
 from gateway.fleet.registry import Backend
 from gateway.routing.filters import BoundedLoadFilter, HealthFilter, ModelFilter
 from gateway.routing.scorers import AffinityScorer, CostScorer, LoadScorer
-from gateway.routing.types import Decision, Filter, RouteRequest, Scorer
+from gateway.routing.types import Decision, Filter, RouteRequest, Scorer, ScoreSheet
 from gateway.settings import FilterName, ProfileSettings, ScorerName
 
 
 def _filter(name: FilterName, settings: ProfileSettings) -> Filter:
     if name == "bounded_load":
-        return BoundedLoadFilter(settings.load_bound, settings.load_slack)
+        return BoundedLoadFilter(settings.load_bound, settings.load_slack, settings.popular_shares)
     filters: dict[str, Filter] = {"model": ModelFilter(), "health": HealthFilter()}
     return filters[name]
 
@@ -71,13 +71,12 @@ class ProfileRouter:
         for plugin in self._filters:
             kept = plugin.keep(request, kept)
         totals = [0.0] * len(kept)
-        details: dict[str, dict[str, float]] = {b.id: {} for b in kept}
+        columns: list[tuple[str, list[float]]] = []
         for scorer, weight in self._scorers:
-            for i, value in enumerate(scorer.score(request, kept)):
-                value = min(1.0, max(0.0, value))
+            values = [min(1.0, max(0.0, v)) for v in scorer.score(request, kept)]
+            for i, value in enumerate(values):
                 totals[i] += weight * value
-                details[kept[i].id][scorer.name] = value
-        for i, backend in enumerate(kept):
-            details[backend.id]["total"] = totals[i]
+            columns.append((scorer.name, values))
         ranked = rank_by_total(kept, totals, self._rng)
-        return Decision(ranked, self.name, details, time.perf_counter() - started)
+        sheet = ScoreSheet(kept, columns, totals)
+        return Decision(ranked, self.name, sheet, time.perf_counter() - started)

@@ -13,8 +13,9 @@ from gateway.fleet.registry import Backend
 class RouteRequest:
     """What the router knows about a request: its model, size, prefix matches, and the time.
 
-    `group_in_flight` counts requests in flight whose prompt starts with the same block as this
-    one (the same system prompt, tools or shared document): how popular its prefix is right now.
+    `group_in_flight` counts requests in flight that share this one's prefix as deep as the
+    best holder has it (the same system prompt, tools or shared document, or only this
+    conversation's history): how popular the cached part of its prefix is right now.
     """
 
     model: str
@@ -36,19 +37,43 @@ class RouteRequest:
 
 
 @dataclass(slots=True)
+class ScoreSheet:
+    """Each scorer's values for the scored candidates, kept raw: read only when explaining."""
+
+    candidates: Sequence[Backend]
+    columns: list[tuple[str, list[float]]]
+    totals: list[float]
+
+    def by_backend(self) -> dict[str, dict[str, float]]:
+        """backend id → {scorer: value, ..., "total": weighted sum}."""
+        table: dict[str, dict[str, float]] = {}
+        for i, backend in enumerate(self.candidates):
+            row = {name: values[i] for name, values in self.columns}
+            row["total"] = self.totals[i]
+            table[backend.id] = row
+        return table
+
+
+@dataclass(slots=True)
 class Decision:
     """The ranked backends (best first, the rest for failover) and why."""
 
     ranked: list[Backend]
     policy: str
-    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    sheet: ScoreSheet | None = None
     elapsed_s: float = 0.0
+
+    @property
+    def scores(self) -> dict[str, dict[str, float]]:
+        """Per backend, each scorer's value and the weighted total (empty for baselines)."""
+        return self.sheet.by_backend() if self.sheet is not None else {}
 
     def explain(self) -> str:
         """A compact one-line account: `backend:total(scorer=value,...)` best first."""
         parts = []
+        scores = self.scores
         for backend in self.ranked:
-            detail = self.scores.get(backend.id)
+            detail = scores.get(backend.id)
             if detail is None:
                 parts.append(backend.id)
                 continue

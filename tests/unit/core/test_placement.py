@@ -383,7 +383,7 @@ async def test_place_isolates_cache_salts() -> None:
     assert set(plain.key.hashes).isdisjoint(salted.key.hashes)
 
 
-async def test_prefix_groups_count_requests_in_flight_by_their_first_block() -> None:
+async def test_prefix_groups_count_requests_sharing_the_cached_depth() -> None:
     h = Harness()
     a, b = make_backend("a"), make_backend("b")
     shared = h.placement(hashes=[7, 8, 9])
@@ -392,13 +392,16 @@ async def test_prefix_groups_count_requests_in_flight_by_their_first_block() -> 
     shared.attempt_started(a)
     also_shared.attempt_started(b)
     private.attempt_started(b)
-    assert h.placer.groups.in_flight(shared.key) == 2
-    assert h.placer.groups.in_flight(private.key) == 1
+    groups = h.placer.groups
+    assert groups.in_flight(shared.key, depth=2) == 2  # both share blocks 0 and 1
+    assert groups.in_flight(shared.key, depth=3) == 1  # block 2 is its own
+    assert groups.in_flight(shared.key, depth=0) == 2  # nothing cached: the opening block
+    assert groups.in_flight(private.key, depth=2) == 1
     also_shared.attempt_ended(b)  # a failover keeps the count right: ended, then started again
     also_shared.attempt_started(a)
-    assert h.placer.groups.in_flight(shared.key) == 2
+    assert groups.in_flight(shared.key, depth=2) == 2
     for placement, backend in ((shared, a), (also_shared, a), (private, b)):
         placement.attempt_ended(backend)
-    assert h.placer.groups.in_flight(shared.key) == 0
-    assert h.placer.groups.in_flight(private.key) == 0
+    assert groups.in_flight(shared.key, depth=2) == 0
+    assert groups.in_flight(private.key, depth=2) == 0
     await h.tasks.drain()
