@@ -47,7 +47,7 @@ class BoundedLoadFilter:
 
     name = "bounded_load"
 
-    def __init__(self, factor: float, slack: int, popular_shares: float = 2.0) -> None:
+    def __init__(self, factor: float, slack: int, popular_shares: float = 1.0) -> None:
         self._factor = factor
         self._slack = slack
         self._popular_shares = popular_shares
