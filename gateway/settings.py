@@ -101,9 +101,9 @@ class ProfileSettings(StrictModel):
     filters: list[FilterName] = ["model", "health", "bounded_load"]
     scorers: dict[ScorerName, Annotated[float, Field(ge=0)]] = {"cost": 1.0, "load": 0.05}
     picker: Literal["max_score"] = "max_score"
-    load_bound: Annotated[float, Field(ge=1.0)] = 1.25
-    load_slack: Annotated[int, Field(ge=0)] = 1
-    popular_shares: Annotated[float, Field(ge=0)] = 1.0
+    load_bound: Annotated[float, Field(ge=1.0)] = 1.0
+    load_slack: Annotated[int, Field(ge=0)] = 0
+    popular_shares: Annotated[float, Field(ge=0)] = 4.0
     miss_penalty: Annotated[float, Field(ge=0)] = 1.0
 
     @model_validator(mode="after")

@@ -368,12 +368,16 @@ def test_default_profile_sends_a_shared_prefix_elsewhere_once_its_holder_is_over
 ):
     router = build_router(RoutingSettings(policy="profile"), random.Random(0))
     a, b, c, d = fleet("a", "b", "c", "d")
-    a.state.in_flight = 1  # bound = ceil(1.25 * 2 / 4) + 1 = 2
+    # Defaults: popular = at least 4 fair shares, i.e. the whole load of a 4-backend fleet;
+    # bound = ceil(1.0 * (total + 1) / 4).
+    a.state.in_flight = 0
     hot = dict(matches={"a": 90}, group_in_flight=1)
-    assert ids(router.decide(route(**hot), [a, b, c, d]))[0] == "a"
-    a.state.in_flight = 4  # bound = ceil(1.25 * 5 / 4) + 1 = 3: a is at it
-    hot["group_in_flight"] = 4
-    assert ids(router.decide(route(**hot), [a, b, c, d]))[0] != "a"
+    assert ids(router.decide(route(**hot), [a, b, c, d]))[0] == "a"  # bound 1: a (0) is under
+    a.state.in_flight = 1
+    assert ids(router.decide(route(**hot), [a, b, c, d]))[0] != "a"  # bound 1: a is at it
+    # The same load with a prefix only half the requests in flight share: a keeps it.
+    b.state.in_flight = 1
+    assert ids(router.decide(route(matches={"a": 90}, group_in_flight=1), [a, b, c, d]))[0] == "a"
 
 
 def ids_of(backends) -> list[str]:
