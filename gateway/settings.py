@@ -104,7 +104,7 @@ class ProfileSettings(StrictModel):
     load_bound: Annotated[float, Field(ge=1.0)] = 1.0
     load_slack: Annotated[int, Field(ge=0)] = 0
     popular_shares: Annotated[float, Field(ge=0)] = 4.0
-    miss_penalty: Annotated[float, Field(ge=0)] = 1.0
+    miss_penalty: Annotated[float, Field(ge=0)] = 3.0
 
     @model_validator(mode="after")
     def _some_weight(self) -> ProfileSettings:
