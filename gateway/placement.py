@@ -129,25 +129,22 @@ class PrefixGroups:
 
     def started(self, key: PrefixKey) -> None:
         """One more request with this prefix is in flight."""
-        counts = self._counts
-        hashes = key.hashes
-        for checkpoint in CHECKPOINTS:
-            if checkpoint >= len(hashes):
-                break
-            block = hashes[checkpoint]
-            counts[block] = counts.get(block, 0) + 1
+        self._add(key, 1)
 
     def ended(self, key: PrefixKey) -> None:
         """One request with this prefix is no longer in flight."""
+        self._add(key, -1)
+
+    def _add(self, key: PrefixKey, delta: int) -> None:
         counts = self._counts
         hashes = key.hashes
         for checkpoint in CHECKPOINTS:
             if checkpoint >= len(hashes):
                 break
             block = hashes[checkpoint]
-            left = counts.get(block, 0) - 1
-            if left > 0:
-                counts[block] = left
+            count = counts.get(block, 0) + delta
+            if count > 0:
+                counts[block] = count
             else:
                 counts.pop(block, None)
 
