@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class ProxyOutcome:
     tail: bytes = b""
     tail_prev: bytes = b""
     finished: bool = False
+    broken: bool = False
     attempts: int = 0
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
@@ -60,9 +62,10 @@ class AttemptObserver(Protocol):
 class _Retry(Exception):
     """The attempt failed before anything reached the client; try the next backend."""
 
-    def __init__(self, error: GatewayError) -> None:
+    def __init__(self, error: GatewayError, reason: str) -> None:
         super().__init__(error.message)
         self.error = error
+        self.reason = reason
 
 
 class Forwarder:
@@ -109,24 +112,35 @@ class Forwarder:
     ) -> None:
         url = backend.chat_url if request.kind == "chat" else backend.completions_url
         headers = [*FORWARD_HEADERS, *backend.auth_headers, (b"x-request-id", request.request_id)]
-        count = self._metrics.count_attempt
+        # Every attempt is counted once, by how it ended.
+        result = "error"
         try:
             response = await self._client.send(
                 "POST", url, request.body, headers, timeout_s=self._settings.first_byte_timeout_s
             )
         except UpstreamUnavailable as exc:
-            count(backend.id, "unavailable")
-            raise _Retry(GatewayError(502, f"Backend {backend.id} is unreachable: {exc}")) from exc
+            self._metrics.count_attempt(backend.id, "unavailable")
+            raise _Retry(
+                GatewayError(502, f"Backend {backend.id} is unreachable: {exc}"), "unavailable"
+            ) from exc
         try:
             if response.status != 200:
+                result = f"status_{response.status}"
                 await self._upstream_error(backend, response)
             elif request.stream:
                 await self._relay_stream(request, backend, response, send, outcome, observer)
             else:
                 await self._relay_whole(request, backend, response, send, outcome, observer)
+            result = "broken" if outcome.broken else "ok"
+        except _Retry as retry:
+            result = retry.reason
+            raise
+        except asyncio.CancelledError:
+            result = "cancelled"  # the client went away
+            raise
         finally:
             await response.aclose()
-        count(backend.id, "ok" if outcome.status == 200 else "error")
+            self._metrics.count_attempt(backend.id, result)
 
     async def _upstream_error(self, backend: Backend, response: UpstreamResponse) -> None:
         try:
@@ -135,8 +149,7 @@ class Forwarder:
             body = b""
         error = backend.adapter.normalize_error(response.status, body)
         if response.status in RETRYABLE_STATUSES:
-            self._metrics.count_attempt(backend.id, f"status_{response.status}")
-            raise _Retry(error)
+            raise _Retry(error, f"status_{response.status}")
         raise error
 
     def _start_message(
@@ -172,9 +185,8 @@ class Forwarder:
         try:
             body = await response.read()
         except UpstreamBroken as exc:
-            self._metrics.count_attempt(backend.id, "broken")
             error = GatewayError(502, f"Backend {backend.id} broke off its response: {exc}")
-            raise _Retry(error) from exc
+            raise _Retry(error, "broken") from exc
         # Release the upstream connection before the last send: nothing after it may yield, so
         # the accounting that follows is done before any other request can observe the result.
         await response.aclose()
@@ -215,17 +227,17 @@ class Forwarder:
                 outcome.tail_prev, outcome.tail = outcome.tail, block
                 await send({"type": "http.response.body", "body": block, "more_body": True})
         except UpstreamBroken as exc:
-            self._metrics.count_attempt(backend.id, "broken")
             error = GatewayError(502, f"Backend {backend.id} broke off the stream: {exc}")
             if outcome.first_byte_at is None:
-                raise _Retry(error) from exc
+                raise _Retry(error, "broken") from exc
+            outcome.broken = True
             self._metrics.stream_errors.labels(backend.id).inc()
             await response.aclose()
             await send({"type": "http.response.body", "body": error.sse_event()})
             outcome.finished = True
             return
         if outcome.first_byte_at is None:
-            raise _Retry(GatewayError(502, f"Backend {backend.id} sent an empty stream."))
+            raise _Retry(GatewayError(502, f"Backend {backend.id} sent an empty stream."), "empty")
         closing = pending
         if rewriting and not outcome.tail.endswith(DONE_EVENT):
             closing += DONE_EVENT

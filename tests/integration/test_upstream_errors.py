@@ -72,6 +72,13 @@ def test_abort_midstream_ends_with_in_band_error_and_done(sim_fleet, gateway):
     error = assert_openai_error(chunks[-2], 502)
     assert "sim-0" in error["message"]
     assert r.headers["x-gateway-backend"] == "sim-0"
+    attempts = [
+        line
+        for line in httpx.get(gw.url + "/metrics").text.splitlines()
+        if line.startswith("gateway_upstream_attempts_total{")
+    ]
+    # One attempt, counted once, as broken (not also as ok).
+    assert attempts == ['gateway_upstream_attempts_total{backend="sim-0",outcome="broken"} 1.0']
 
 
 def test_unavailable_backend_is_retried_elsewhere(sim_fleet, gateway):
@@ -85,6 +92,9 @@ def test_unavailable_backend_is_retried_elsewhere(sim_fleet, gateway):
         served.add(r.headers["x-gateway-backend"])
     assert served == {"sim-1"}
     assert fleet.backends[0].stats.requests_total >= 1
+    metrics = httpx.get(gw.url + "/metrics").text
+    assert 'gateway_upstream_attempts_total{backend="sim-1",outcome="ok"} 6.0' in metrics
+    assert 'gateway_upstream_attempts_total{backend="sim-0",outcome="status_503"}' in metrics
 
 
 def test_dead_backend_before_first_byte_is_retried_elsewhere(sim_fleet, gateway):
