@@ -1,4 +1,4 @@
-"""The five workloads (a)-(e) at full and --quick sizes."""
+"""The workloads (a)-(e) and the long-prompt trace variant c_long at full and --quick sizes."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.text import PseudoText
+from bench.tokens import SimTokenizer
 from bench.trace import TraceWindow, mooncake_workload, read_trace
 from bench.workloads import (
     SessionShape,
@@ -16,7 +17,8 @@ from bench.workloads import (
     zipf_groups,
 )
 
-WORKLOAD_NAMES = ("a", "b", "c", "d", "e")
+WORKLOAD_NAMES = ("a", "b", "c", "c_long", "d", "e")
+DEFAULT_WORKLOADS = ("a", "b", "c", "d", "e")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,7 @@ class Sizes:
     users: SessionShape
     zipf_groups: int
     zipf_requests: int
+    trace_long: TraceWindow
 
 
 FULL = Sizes(
@@ -40,6 +43,7 @@ FULL = Sizes(
     users=SessionShape(128, 6, (100, 300), (100, 300), (100, 300), 1.0, 12.0),
     zipf_groups=16,
     zipf_requests=1024,
+    trace_long=TraceWindow(last=300, max_blocks=160),
 )
 QUICK = Sizes(
     groups=32,
@@ -49,18 +53,28 @@ QUICK = Sizes(
     users=SessionShape(64, 4, (100, 300), (100, 300), (100, 300), 1.0, 6.0),
     zipf_groups=16,
     zipf_requests=384,
+    trace_long=TraceWindow(last=120, max_blocks=160),
 )
 
 
-def build_workload(name: str, sizes: Sizes, seed: int, trace_path: Path) -> Workload:
-    """Generate workload `name` (deterministic from `seed`); (c) reads the trace file."""
-    text = PseudoText(seed)
+def build_workload(
+    name: str,
+    sizes: Sizes,
+    seed: int,
+    trace_path: Path,
+    tokenizer: SimTokenizer | None = None,
+) -> Workload:
+    """Generate workload `name` (deterministic from `seed`, sized in `tokenizer`'s tokens);
+    (c) and c_long read the trace file."""
+    text = PseudoText(seed, tokenizer=tokenizer)
     if name == "a":
         return shared_prefix_groups(text, seed, groups=sizes.groups, per_group=sizes.per_group)
     if name == "b":
         return conversations(text, seed, sizes.conversations)
     if name == "c":
         return mooncake_workload(text, read_trace(trace_path), sizes.trace)
+    if name == "c_long":
+        return mooncake_workload(text, read_trace(trace_path), sizes.trace_long, "c_long")
     if name == "d":
         return shared_system_users(text, seed, sizes.users)
     if name == "e":

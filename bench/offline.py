@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from bench.tokens import SimTokenizer
 from bench.workloads import BenchRequest
 from gateway.sim.kvcache import PrefixKVCache
-from gateway.sim.tokens import Prompt, block_hashes_packed, render_chat
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,15 +36,19 @@ class HitCount:
         return self.hit_tokens / self.query_tokens if self.query_tokens else 0.0
 
 
-def prompt_blocks(request: BenchRequest, block_size: int) -> PromptBlocks:
+def prompt_blocks(
+    request: BenchRequest, block_size: int, tokenizer: SimTokenizer | None = None
+) -> PromptBlocks:
     """Render a chat request like the simulator and hash its full token blocks."""
-    prompt = Prompt.from_text(render_chat(request.messages))
-    return PromptBlocks(prompt.n_tokens, tuple(block_hashes_packed(prompt.packed, block_size)))
+    prompt = (tokenizer or SimTokenizer()).chat(request.messages, block_size)
+    return PromptBlocks(prompt.n_tokens, prompt.hashes)
 
 
-def all_blocks(requests: Iterable[BenchRequest], block_size: int) -> list[PromptBlocks]:
+def all_blocks(
+    requests: Iterable[BenchRequest], block_size: int, tokenizer: SimTokenizer | None = None
+) -> list[PromptBlocks]:
     """prompt_blocks() of every request, in the given order."""
-    return [prompt_blocks(r, block_size) for r in requests]
+    return [prompt_blocks(r, block_size, tokenizer) for r in requests]
 
 
 def distinct_blocks(prompts: Iterable[PromptBlocks]) -> int:

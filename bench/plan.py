@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bench.harness import FleetSettings
 from bench.offline import HitCount, PromptBlocks, distinct_blocks, prompt_blocks, round_robin
 from bench.offline import upper_bound as infinite_cache
+from bench.tokens import SimTokenizer
 from bench.workloads import Workload
 
 
@@ -23,6 +25,17 @@ class PlanParams:
     wall_target_s: float = 14.0
     max_wall_rate: float = 55.0
     time_scale: float | None = None
+    bytes_per_token: float | None = None
+    scheduler: str | None = None
+    max_batched_tokens: int | None = None
+    decode_batch_slowdown: float | None = None
+    speeds: tuple[float, ...] = ()
+    min_model_len: int = 32768
+
+    @property
+    def tokenizer(self) -> SimTokenizer:
+        """The simulator's tokenizer at the configured ratio."""
+        return SimTokenizer(self.bytes_per_token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +49,7 @@ class WorkloadPlan:
     offline_round_robin: HitCount
     span_s: float
     hot_group_pinned_util: float | None
+    bytes_per_token: float
 
     @property
     def offered_prefill_s(self) -> float:
@@ -58,6 +72,7 @@ class WorkloadPlan:
             "distinct_blocks": self.distinct_blocks,
             "cache_fraction_of_distinct": self.fleet.cache_blocks / self.distinct_blocks,
             "prompt_tokens": self.upper_bound.query_tokens,
+            "bytes_per_token": self.bytes_per_token,
             "upper_bound_hit_rate": self.upper_bound.hit_rate,
             "offline_round_robin_hit_rate": self.offline_round_robin.hit_rate,
             "offered_prefill_s_under_round_robin": self.offered_prefill_s,
@@ -89,7 +104,8 @@ def plan_workload(workload: Workload, params: PlanParams) -> WorkloadPlan:
     if span <= 0:
         raise ValueError(f"workload {workload.name} has no arrival span")
     ordered = sorted(timed.requests, key=lambda q: (q.at, q.rid))
-    blocks = [prompt_blocks(r, bs) for r in ordered]
+    tokenizer = params.tokenizer
+    blocks = [prompt_blocks(r, bs, tokenizer) for r in ordered]
     distinct = distinct_blocks(blocks)
     cache = max(1, round(distinct * params.cache_fraction))
     rr = round_robin(blocks, params.backends, cache, bs)
@@ -106,9 +122,26 @@ def plan_workload(workload: Workload, params: PlanParams) -> WorkloadPlan:
         prefill_tps=tps,
         decode_ms=params.decode_ms,
         time_scale=scale,
+        max_model_len=model_len(blocks, workload, params.min_model_len),
+        bytes_per_token=params.bytes_per_token,
+        scheduler=params.scheduler,
+        max_batched_tokens=params.max_batched_tokens,
+        decode_batch_slowdown=params.decode_batch_slowdown,
+        speeds=params.speeds,
     )
     hot = _hot_group_util(ordered, blocks, bs, tps, span)
-    return WorkloadPlan(timed, fleet, distinct, infinite_cache(blocks, bs), rr, span, hot)
+    upper = infinite_cache(blocks, bs)
+    return WorkloadPlan(timed, fleet, distinct, upper, rr, span, hot, tokenizer.ratio)
+
+
+def model_len(blocks: Sequence[PromptBlocks], workload: Workload, floor: int) -> int:
+    """The fleet's max_model_len: `floor`, or the next power of two above the longest request."""
+    need = max((b.n_tokens for b in blocks), default=0)
+    need += max((r.max_tokens for r in workload.requests), default=0)
+    size = floor
+    while size < need:
+        size *= 2
+    return size
 
 
 def _hot_group_util(

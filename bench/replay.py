@@ -29,6 +29,8 @@ class Outcome:
     prompt_tokens: int | None = None
     cached_tokens: int | None = None
     waited: float | None = None
+    gaps: list[float] | None = None
+    gateway: int = 0
 
     @property
     def ttft_or_censored(self) -> float | None:
@@ -41,12 +43,17 @@ class Outcome:
         """True when the stream completed and produced content."""
         return self.error is None and self.ttft is not None
 
+    @property
+    def mean_gap(self) -> float | None:
+        """Mean gap between this request's content chunks (None with fewer than two)."""
+        return sum(self.gaps) / len(self.gaps) if self.gaps else None
+
 
 @dataclass(frozen=True, slots=True)
 class ReplayConfig:
-    """Where and how to replay: gateway URL, model, wall seconds per simulated second."""
+    """Where and how to replay: gateway URLs (requests spread round-robin), model, time scale."""
 
-    base_url: str
+    base_urls: tuple[str, ...]
     model: str
     time_scale: float
     deadline_s: float
@@ -92,6 +99,7 @@ class Replayer:
         self.bodies = {r.rid: request_body(r, config.model) for r in self.requests}
         self.outcomes: dict[int, Outcome] = {}
         self._t0 = 0.0
+        self._sent = 0
 
     async def run(self) -> list[Outcome]:
         """Replay everything; requests unfinished at the deadline are counted as errors."""
@@ -100,7 +108,7 @@ class Replayer:
             max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections
         )
         timeout = httpx.Timeout(cfg.request_timeout_s, connect=10.0)
-        async with httpx.AsyncClient(base_url=cfg.base_url, limits=limits, timeout=timeout) as c:
+        async with httpx.AsyncClient(limits=limits, timeout=timeout) as c:
             loop = asyncio.get_running_loop()
             self._t0 = loop.time() + 0.2
             tasks = [asyncio.create_task(self._chain(c, chain)) for chain in chains(self.requests)]
@@ -127,6 +135,8 @@ class Replayer:
             if delay > 0:
                 await asyncio.sleep(delay)
             outcome = Outcome(request.rid, due - self._t0)
+            outcome.gateway = self._sent % len(self.config.base_urls)
+            self._sent += 1
             self.outcomes[request.rid] = outcome
             await self._send(client, request, outcome, due)
 
@@ -136,9 +146,10 @@ class Replayer:
         loop = asyncio.get_running_loop()
         out.lag = loop.time() - due
         headers = {"content-type": "application/json"}
+        url = self.config.base_urls[out.gateway] + "/v1/chat/completions"
         try:
             async with client.stream(
-                "POST", "/v1/chat/completions", content=self.bodies[request.rid], headers=headers
+                "POST", url, content=self.bodies[request.rid], headers=headers
             ) as response:
                 out.status = response.status_code
                 out.backend = response.headers.get(BACKEND_HEADER)
@@ -160,6 +171,8 @@ class Replayer:
     async def _read_stream(self, response: httpx.Response, out: Outcome, due: float) -> None:
         loop = asyncio.get_running_loop()
         done = False
+        gaps: list[float] = []
+        last = 0.0
         async for line in response.aiter_lines():
             if not line.startswith("data:"):
                 continue
@@ -168,18 +181,23 @@ class Replayer:
                 done = True
                 break
             if out.ttft is not None and '"usage":{' not in payload and '"error"' not in payload:
+                now = loop.time()  # a content chunk after the first: one inter-token gap
+                gaps.append(now - last)
+                last = now
                 continue
             event = orjson.loads(payload)
             if "error" in event:
                 out.error = f"stream error: {str(event['error'])[:200]}"
                 return
             if out.ttft is None and _has_content(event):
-                out.ttft = loop.time() - due
+                last = loop.time()
+                out.ttft = last - due
             usage = event.get("usage")
             if isinstance(usage, dict):
                 out.prompt_tokens = usage.get("prompt_tokens")
                 details = usage.get("prompt_tokens_details") or {}
                 out.cached_tokens = details.get("cached_tokens")
+        out.gaps = gaps
         if not done:
             out.error = "stream ended without [DONE]"
         elif out.ttft is None:

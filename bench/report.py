@@ -49,6 +49,7 @@ class BackendDelta:
     hit_tokens: int
     busy_s: float
     errors: int
+    prefill_tps: float = 0.0
 
     @property
     def prefill_tokens(self) -> int:
@@ -74,9 +75,36 @@ def backend_deltas(
                 int(d("prefix_cache_hits_tokens")),
                 float(d("prefill_busy_seconds")),
                 int(d("errors_total")),
+                float((a.get("config") or {}).get("prefill_tokens_per_s", 0.0)),
             )
         )
     return out
+
+
+def speed_class_shares(deltas: Sequence[BackendDelta]) -> dict[str, float]:
+    """Share of all prefill tokens carried by each prefill-speed class (key: tokens/s)."""
+    by_class: dict[float, int] = {}
+    for d in deltas:
+        by_class[d.prefill_tps] = by_class.get(d.prefill_tps, 0) + d.prefill_tokens
+    total = sum(by_class.values())
+    return {f"{tps:g}": (n / total if total else math.nan) for tps, n in sorted(by_class.items())}
+
+
+def fastest_share(class_shares: Mapping[str, float]) -> float:
+    """The fastest class's share of prefill tokens; NaN for a homogeneous fleet."""
+    if len(class_shares) < 2:
+        return math.nan
+    return class_shares[max(class_shares, key=float)]
+
+
+def inter_token_gaps(outcomes: Sequence[Outcome]) -> list[float]:
+    """Every gap between consecutive content chunks of the successful requests."""
+    return [g for o in outcomes if o.ok and o.gaps for g in o.gaps]
+
+
+def per_request_mean_gaps(outcomes: Sequence[Outcome]) -> list[float]:
+    """Each successful request's mean inter-token gap (requests with >= 2 content chunks)."""
+    return [m for o in outcomes if o.ok and (m := o.mean_gap) is not None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +134,11 @@ class RunSummary:
     send_lag_p99_s: float
     backend_errors: int
     usage_hit_rate: float
+    itl_sim: dict[str, float]
+    tpot_sim: dict[str, float]
+    speed_class_share: dict[str, float]
+    fast_share: float
+    gateway_share: dict[str, float]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view."""
@@ -131,6 +164,9 @@ def summarize(
     queries = sum(d.query_tokens for d in deltas)
     headers = Counter(o.backend or "?" for o in ok)
     errors = [o.error for o in outcomes if o.error]
+    classes = speed_class_shares(deltas)
+    gateways = Counter(o.gateway for o in outcomes if not math.isnan(o.scheduled))
+    sent = sum(gateways.values())
     return RunSummary(
         requests=len(outcomes),
         ok=len(ok),
@@ -155,6 +191,11 @@ def summarize(
         send_lag_p99_s=percentile([o.lag for o in outcomes if not math.isnan(o.scheduled)], 99),
         backend_errors=sum(d.errors for d in deltas),
         usage_hit_rate=_usage_hit_rate(ok),
+        itl_sim=_pcts(inter_token_gaps(outcomes), scale),
+        tpot_sim=_pcts(per_request_mean_gaps(outcomes), scale),
+        speed_class_share=classes,
+        fast_share=fastest_share(classes),
+        gateway_share={str(g): n / sent for g, n in sorted(gateways.items())},
     )
 
 
@@ -192,6 +233,11 @@ FIGURES: dict[str, tuple[str, ...]] = {
     "ttft_p50": ("ttft_sim", "p50"),
     "ttft_p90": ("ttft_sim", "p90"),
     "ttft_p99": ("ttft_sim", "p99"),
+    "e2e_p50": ("e2e_sim", "p50"),
+    "e2e_p99": ("e2e_sim", "p99"),
+    "itl_p50": ("itl_sim", "p50"),
+    "itl_p99": ("itl_sim", "p99"),
+    "fast_share": ("fast_share",),
     "throughput": ("throughput_rps_sim",),
     "req_max_mean": ("request_max_over_mean",),
     "prefill_max_mean": ("prefill_max_over_mean",),
@@ -205,6 +251,8 @@ def figure(summary: Mapping[str, Any], name: str) -> float:
     """One named figure (see FIGURES) out of a RunSummary dict."""
     value: Any = summary
     for key in FIGURES[name]:
+        if not isinstance(value, Mapping) or key not in value:
+            return math.nan  # a summary written before the figure existed
         value = value[key]
     return float(value)
 

@@ -20,8 +20,15 @@ import httpx
 import orjson
 
 from bench.catalog import Sizes, build_workload
-from bench.checks import Check, workload_checks
-from bench.harness import MODEL, FleetSettings, GatewayOptions, RunEnvironment, gateway_config
+from bench.checks import Check, CheckContext, workload_checks
+from bench.harness import (
+    MODEL,
+    FleetSettings,
+    GatewayOptions,
+    RunEnvironment,
+    gateway_config,
+    sim_flags,
+)
 from bench.plan import PlanParams, WorkloadPlan, plan_workload
 from bench.plot import ttft_cdf_png
 from bench.procs import StartupError
@@ -51,6 +58,23 @@ class Options:
     index: str
     redis_url: str | None
     repo: Path
+    kv_told: bool = True
+    tell_speeds: str = "true"
+    gateways: int = 1
+    gateway_workers: int = 1
+
+    def gateway_options(self, policy: str, key_prefix: str = "pgw") -> GatewayOptions:
+        """The gateway settings of one run of `policy`."""
+        return GatewayOptions(
+            policy,
+            self.index,
+            self.redis_url,
+            key_prefix=key_prefix,
+            kv_told=self.kv_told,
+            tell_speeds=self.tell_speeds,
+            gateways=self.gateways,
+            workers=self.gateway_workers,
+        )
 
 
 def _run_async(coro: Coroutine[Any, Any, T]) -> T:
@@ -71,7 +95,7 @@ def accepted_policies(options: Options, workdir: Path) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for policy in options.policies:
         path = workdir / f"check-{len(out)}.yaml"
-        gw = GatewayOptions(policy, options.index, options.redis_url)
+        gw = options.gateway_options(policy)
         path.write_bytes(gateway_config(fleet, gw, 8080, 8001))
         proc = subprocess.run(
             [sys.executable, "-m", "gateway", "check-config", str(path)],
@@ -101,7 +125,12 @@ def _clean_redis(url: str | None, prefix: str) -> None:
 
 
 def run_one(
-    plan: WorkloadPlan, policy: str, repeat: int, options: Options, logdir: Path
+    plan: WorkloadPlan,
+    policy: str,
+    repeat: int,
+    options: Options,
+    logdir: Path,
+    known_flags: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """One run on a fresh fleet and gateway (startup retried once); returns its JSON record."""
     logdir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +138,7 @@ def run_one(
     started = time.monotonic()
     for attempt in range(_START_ATTEMPTS):
         try:
-            _attempt(plan, policy, repeat, options, logdir, record)
+            _attempt(plan, policy, repeat, options, logdir, record, known_flags)
             break
         except StartupError as exc:
             record["failed"] = str(exc)
@@ -130,15 +159,17 @@ def _attempt(
     options: Options,
     logdir: Path,
     record: dict[str, Any],
+    known_flags: frozenset[str],
 ) -> None:
     prefix = f"pgwbench-{os.getpid()}-{plan.workload.name}-{policy}-{repeat}"
-    gw = GatewayOptions(policy, options.index, options.redis_url, key_prefix=prefix)
+    gw = options.gateway_options(policy, prefix)
     fleet = plan.fleet
     try:
-        with RunEnvironment(fleet, gw, logdir, options.repo) as env:
+        with RunEnvironment(fleet, gw, logdir, options.repo, known_flags) as env:
             before = env.stats()
             deadline = _DEADLINE_SPANS * plan.span_s * fleet.time_scale + _DRAIN_MIN_S
-            config = ReplayConfig(env.gateway_url, MODEL, fleet.time_scale, deadline, deadline)
+            urls = tuple(env.gateway_urls)
+            config = ReplayConfig(urls, MODEL, fleet.time_scale, deadline, deadline)
             outcomes: list[Outcome] = _run_async(Replayer(config, plan.workload.requests).run())
             after = env.stats()
     finally:
@@ -174,6 +205,10 @@ def run_benchmark(options: Options, argv: list[str]) -> int:
         "repeat": options.repeat,
         "policies": options.policies,
         "index": options.index,
+        "kv_told": options.kv_told,
+        "tell_speeds": options.tell_speeds,
+        "gateways": options.gateways,
+        "gateway_workers": options.gateway_workers,
         "params": dataclasses.asdict(options.params),
         "trace": options.trace.name,
         "cpu_count": os.cpu_count(),
@@ -191,11 +226,13 @@ def run_benchmark(options: Options, argv: list[str]) -> int:
     for policy, reason in verdicts.items():
         if reason:
             print(f"!!! policy {policy!r} rejected by check-config, not run: {reason}")
+    known = sim_flags(options.repo)
+    result["sim_flags"] = sorted(known)
     all_checks: list[Check] = []
     failures = 0
     try:
         for name in options.workloads:
-            section, checks, bad = _run_workload(name, options, verdicts, logs_root, result)
+            section, checks, bad = _run_workload(name, options, verdicts, logs_root, result, known)
             result["workloads"][name] = section
             all_checks.extend(checks)
             failures += bad
@@ -220,16 +257,20 @@ def _run_workload(
     verdicts: dict[str, str | None],
     logs_root: Path,
     result: dict[str, Any],
+    known_flags: frozenset[str],
 ) -> tuple[dict[str, Any], list[Check], int]:
     print(f"\n== workload ({name}) ==", flush=True)
+    p = options.params
+    context = CheckContext(p.decode_batch_slowdown, len(set(p.speeds)), options.tell_speeds)
     try:
-        workload = build_workload(name, options.sizes, options.seed, options.trace)
+        tokenizer = p.tokenizer
+        workload = build_workload(name, options.sizes, options.seed, options.trace, tokenizer)
+        plan = plan_workload(workload, p)
     except (OSError, ValueError) as exc:
         print(f"!!! workload ({name}) could not be built: {exc}")
         section: dict[str, Any] = {"error": str(exc), "runs": []}
-        checks = workload_checks(name, float("nan"), {})
+        checks = workload_checks(name, float("nan"), {}, context)
         return section, checks, 1
-    plan = plan_workload(workload, options.params)
     print(f"  {workload.title}")
     for line in plan_lines(plan):
         print(line, flush=True)
@@ -242,7 +283,7 @@ def _run_workload(
             if verdicts.get(policy):
                 continue
             logdir = logs_root / f"{name}-{policy}-{repeat + 1}"
-            record = run_one(plan, policy, repeat, options, logdir)
+            record = run_one(plan, policy, repeat, options, logdir, known_flags)
             section["runs"].append(record)
             print(run_line(record), flush=True)
             if "summary" in record:
@@ -254,7 +295,7 @@ def _run_workload(
     print()
     print(policy_table(runs))
     print("  (TTFT in simulated seconds; ± is half the range over repeats)")
-    checks = workload_checks(name, plan.upper_bound.hit_rate, runs)
+    checks = workload_checks(name, plan.upper_bound.hit_rate, runs, context)
     for check in checks:
         print("  " + check.line())
     section["checks"] = [c.to_dict() for c in checks]

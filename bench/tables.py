@@ -18,6 +18,10 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("TTFT p50 s", "ttft_p50", ".3f"),
     ("TTFT p90 s", "ttft_p90", ".3f"),
     ("TTFT p99 s", "ttft_p99", ".3f"),
+    ("e2e p50 s", "e2e_p50", ".3f"),
+    ("e2e p99 s", "e2e_p99", ".3f"),
+    ("ITL p50 ms", "itl_p50", "ms"),
+    ("ITL p99 ms", "itl_p99", "ms"),
     ("req/s", "throughput", ".1f"),
     ("req max/mean", "req_max_mean", ".2f"),
     ("prefill max/mean", "prefill_max_mean", ".2f"),
@@ -25,13 +29,14 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("util max", "util_max", "%"),
     ("errors", "errors", ".0f"),
 )
+_FAST_COLUMN = ("fast share", "fast_share", "%")
 
 
 def cell(s: Spread, fmt: str) -> str:
     """`mean±half-range` of a figure (just the mean when the repeats agree or there is one)."""
     if math.isnan(s.mean):
         return "n/a"
-    scale, spec = (100.0, ".1f") if fmt == "%" else (1.0, fmt)
+    scale, spec = {"%": (100.0, ".1f"), "ms": (1000.0, ".1f")}.get(fmt, (1.0, fmt))
     text = format(s.mean * scale, spec)
     if s.high > s.low:
         text += "±" + format(s.half_range * scale, spec)
@@ -39,16 +44,21 @@ def cell(s: Spread, fmt: str) -> str:
 
 
 def policy_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
-    """Rows of policies (repeats averaged, ± half their range); TTFT in simulated seconds."""
-    header = ["policy", "runs", *(c[0] for c in _COLUMNS)]
+    """Rows of policies (repeats averaged, ± half their range); TTFT in simulated seconds.
+
+    A heterogeneous fleet adds the fastest speed class's share of prefill tokens.
+    """
+    hetero = any(not math.isnan(r.get("fast_share", math.nan)) for v in runs.values() for r in v)
+    columns = (*_COLUMNS, _FAST_COLUMN) if hetero else _COLUMNS
+    header = ["policy", "runs", *(c[0] for c in columns)]
     rows = [header]
     for policy, policy_runs in runs.items():
         if not policy_runs:
-            rows.append([policy, "0", *("-" for _ in _COLUMNS)])
+            rows.append([policy, "0", *("-" for _ in columns)])
             continue
         agg = aggregate(policy_runs)
         rows.append(
-            [policy, str(len(policy_runs)), *(cell(agg[fig], fmt) for _, fig, fmt in _COLUMNS)]
+            [policy, str(len(policy_runs)), *(cell(agg[fig], fmt) for _, fig, fmt in columns)]
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = []
@@ -72,6 +82,8 @@ def run_line(record: Mapping[str, Any]) -> str:
         f"p99 {s['ttft_sim']['p99']:.3f} s(sim)  req max/mean {s['request_max_over_mean']:.2f}  "
         f"util {s['utilisation_mean']:.0%}  {record['wall_s']:.0f} s wall"
     )
+    if not math.isnan(s.get("fast_share", math.nan)):
+        text += f"  fast share {s['fast_share']:.1%}"
     cpus = os.cpu_count() or 1
     if s["send_lag_p99_s"] > LAG_WARN_S:
         text += (
@@ -98,6 +110,11 @@ def plan_lines(plan: WorkloadPlan) -> list[str]:
         f"  fleet: {f.backends} backends, cache {f.cache_blocks:,} blocks each "
         f"({d['cache_fraction_of_distinct']:.0%} of distinct), prefill {f.prefill_tps:,.0f} tok/s, "
         f"decode {f.decode_ms:g} ms/token, time scale {f.time_scale:g} (wall = sim x scale)",
+        f"  simulator: bytes/token {_opt(f.bytes_per_token, 'default')}, scheduler "
+        f"{_opt(f.scheduler, 'default')}, max batched tokens "
+        f"{_opt(f.max_batched_tokens, 'default')}, decode batch slowdown "
+        f"{_opt(f.decode_batch_slowdown, 'default')}, max_model_len "
+        f"{f.max_model_len}, prefill tok/s per backend {_speeds(f.backend_tps())}",
         f"  arrivals over {plan.span_s:.1f} s sim ({plan.span_s * f.time_scale:.1f} s wall), "
         f"{d['mean_rate_sim_rps']:.1f} req/s sim; offline round-robin hit "
         f"{plan.offline_round_robin.hit_rate:.1%} -> expected prefill busy "
@@ -110,3 +127,14 @@ def plan_lines(plan: WorkloadPlan) -> list[str]:
             "of its prefill capacity"
         )
     return lines
+
+
+def _opt(value: object, default: str) -> str:
+    return default if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _speeds(values: Sequence[float]) -> str:
+    distinct = sorted(set(values))
+    if len(distinct) == 1:
+        return f"{distinct[0]:,.0f} (all)"
+    return ",".join(f"{v:,.0f}" for v in values)

@@ -73,9 +73,12 @@ def block_text(text: PseudoText, hash_id: int, n_tokens: int = TRACE_BLOCK_TOKEN
 
 
 def mooncake_workload(
-    text: PseudoText, records: list[TraceRecord], window: TraceWindow
+    text: PseudoText, records: list[TraceRecord], window: TraceWindow, name: str = "c"
 ) -> Workload:
-    """(c) the last `window.last` records, prompts capped at `max_blocks` trace blocks."""
+    """(c) the last `window.last` records, prompts capped at `max_blocks` trace blocks.
+
+    `name` "c_long" is the long-prompt variant: a window whose cap is far above (c)'s.
+    """
     chosen = records[-window.last :] if window.last > 0 else records
     if not chosen:
         raise ValueError("the trace window is empty")
@@ -97,4 +100,5 @@ def mooncake_workload(
         f"{window.max_blocks} blocks ({truncated} truncated), max_tokens = "
         f"min(output_length, {window.max_tokens_cap})"
     )
-    return Workload("c", "Mooncake trace", tuple(out), desc)
+    title = "Mooncake trace" if name == "c" else "Mooncake trace, long prompts"
+    return Workload(name, title, tuple(out), desc)
