@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,9 +23,19 @@ def sim_default_bytes_per_token() -> float:
     return LEGACY_BYTES_PER_TOKEN
 
 
+def _tokenizer_class() -> Any:
+    """The simulator's configurable tokenizer class, None before it had one."""
+    if "tokenizer" not in inspect.signature(sim_tokens.Prompt.from_text).parameters:
+        return None
+    try:
+        return importlib.import_module("gateway.sim.tokenizer").Tokenizer
+    except (ImportError, AttributeError):
+        return None
+
+
 def sim_has_ratio() -> bool:
     """True when the simulator's tokenizer takes a bytes-per-token ratio."""
-    return "bytes_per_token" in inspect.signature(sim_tokens.Prompt.from_text).parameters
+    return _tokenizer_class() is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,34 +46,43 @@ class TokenizedPrompt:
     hashes: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
 class SimTokenizer:
     """The simulator's tokenizer at one bytes-per-token ratio (None: the simulator's default)."""
 
-    bytes_per_token: float | None = None
+    __slots__ = ("_impl", "bytes_per_token")
+
+    def __init__(self, bytes_per_token: float | None = None) -> None:
+        self.bytes_per_token = bytes_per_token
+        cls = _tokenizer_class()
+        if cls is not None:
+            self._impl: Any = cls(self.ratio)
+        elif bytes_per_token not in (None, LEGACY_BYTES_PER_TOKEN):
+            raise ValueError(
+                f"bytes per token {bytes_per_token:g}: this simulator's tokenizer is fixed at "
+                f"{LEGACY_BYTES_PER_TOKEN:g}"
+            )
+        else:
+            self._impl = None
 
     @property
     def ratio(self) -> float:
-        """The effective mean bytes per token."""
+        """The configured mean bytes per token."""
         if self.bytes_per_token is None:
             return sim_default_bytes_per_token()
         return self.bytes_per_token
 
     def _prompt(self, text: str) -> Any:
-        if sim_has_ratio():
-            return sim_tokens.Prompt.from_text(text, bytes_per_token=self.ratio)  # type: ignore[call-arg]
-        if self.bytes_per_token not in (None, LEGACY_BYTES_PER_TOKEN):
-            raise ValueError(
-                f"bytes per token {self.bytes_per_token:g}: this simulator's tokenizer is "
-                f"fixed at {LEGACY_BYTES_PER_TOKEN:g}"
-            )
-        return sim_tokens.Prompt.from_text(text)
+        if self._impl is None:
+            return sim_tokens.Prompt.from_text(text)
+        return sim_tokens.Prompt.from_text(text, self._impl)  # type: ignore[call-arg]
 
     def count(self, text: str) -> int:
-        """Tokens of a text."""
+        """Tokens of a text (on its own, from position 0)."""
         if not text:
             return 0
-        return int(self._prompt(text).n_tokens)
+        if self._impl is None:
+            return int(sim_tokens.count_tokens(text))
+        return int(self._impl.count(text.encode()))
 
     def chat(self, messages: Sequence[Mapping[str, Any]], block_size: int) -> TokenizedPrompt:
         """Render chat messages exactly as the simulator does, count and hash their blocks."""

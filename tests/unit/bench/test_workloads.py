@@ -159,8 +159,9 @@ def test_trace_equal_hash_ids_give_equal_text_blocks(text: PseudoText, tmp_path:
     b, _ = record_text(text, trace[1], 60)
     c, _ = record_text(text, trace[2], 60)
     block = len(block_text(text, 1))
-    assert token_count(a) == pytest.approx(1200, abs=3)  # blocks joined: edges may merge
-    assert token_count(b) == pytest.approx(1100, abs=3)
+    # each block is sized on its own; where it sits moves its token boundaries a little
+    assert token_count(a) == pytest.approx(1200, rel=0.05)
+    assert token_count(b) == pytest.approx(1100, rel=0.05)
     assert a[: 2 * block] == b[: 2 * block]  # ids 1, 2 shared
     assert a[2 * block : 2 * block + 64] != b[2 * block : 2 * block + 64]  # 3 vs 9
     assert a[:block] == block_text(text, 1)
@@ -180,7 +181,7 @@ def test_mooncake_workload_window_cap_and_timing(text: PseudoText, tmp_path: Pat
     assert [r.at for r in w.requests] == [0.0, 1.0, 2.0]
     assert [r.max_tokens for r in w.requests] == [64, 64, 64]
     sizes = [token_count(r.messages[0]["content"]) for r in w.requests]
-    assert sizes == pytest.approx([2 * TRACE_BLOCK_TOKENS] * 3, abs=2)
+    assert sizes == pytest.approx([2 * TRACE_BLOCK_TOKENS] * 3, rel=0.05)
     assert "records 2-4" in w.description
     assert "3 truncated" in w.description
     small = mooncake_workload(text, trace[:1], TraceWindow(last=1, max_tokens_cap=64))
