@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.fleet.poller import FleetPoller
 from gateway.fleet.registry import Backend, Fleet
@@ -20,6 +20,8 @@ from gateway.tasks import BackgroundTasks
 
 log = logging.getLogger("gateway")
 
+PROBE_CONNECTIONS = 2
+
 
 @dataclass
 class Deps:
@@ -34,11 +36,13 @@ class Deps:
     forwarder: Forwarder
     poller: FleetPoller
     tasks: BackgroundTasks
+    probe_client: UpstreamClient
     started: bool = False
+    index_capacities: dict[str, int] = field(default_factory=dict)
 
     async def start(self) -> None:
         """Connect the index, take a first look at the fleet, start background polling."""
-        self.index.configure_backends(cache_capacities(self.fleet, self.settings.hashing))
+        self.resize_index(force=True)
         await self.index.start()
         await self.poller.poll_health()
         await self.poller.poll_load()
@@ -52,14 +56,38 @@ class Deps:
         await self.tasks.drain()
         await self.index.close()
         await self.client.aclose()
+        await self.probe_client.aclose()
+
+    def resize_index(self, force: bool = False) -> None:
+        """Size the index by what each backend's cache holds, once learned values moved."""
+        capacities = cache_capacities(self.fleet, self.settings.hashing)
+        previous = self.index_capacities
+        moved = any(
+            abs(blocks - previous.get(backend, 0)) > RESIZE_TOLERANCE * blocks
+            for backend, blocks in capacities.items()
+        )
+        if force or moved:
+            self.index_capacities = capacities
+            self.index.configure_backends(capacities)
+
+
+# Relative change of a backend's capacity in index blocks worth resizing the index for.
+RESIZE_TOLERANCE = 0.05
 
 
 def cache_capacities(fleet: Fleet, hashing: HashingSettings) -> dict[str, int]:
-    """Each backend's KV cache capacity in index blocks."""
-    tokens_per_block = hashing.block_bytes / hashing.bytes_per_token
-    return {
-        b.id: max(1, int(b.settings.kv_cache_tokens / tokens_per_block)) for b in fleet.backends
-    }
+    """Each backend's KV cache capacity in index blocks, in its calibrated units.
+
+    The engine's capacity (or the configured one) is in its tokens; the index counts blocks
+    of rendered bytes, so the backend's learned bytes per token converts one into the other.
+    """
+    capacities: dict[str, int] = {}
+    for backend in fleet.backends:
+        calibration = backend.calibration
+        ratio = max(calibration.bytes_per_token(m) for m in backend.settings.models)
+        tokens_per_block = hashing.block_bytes / ratio
+        capacities[backend.id] = max(1, int(calibration.kv_cache_tokens / tokens_per_block))
+    return capacities
 
 
 def build_index(settings: IndexSettings, metrics: GatewayMetrics) -> PrefixIndex:
@@ -89,13 +117,23 @@ def build_index(settings: IndexSettings, metrics: GatewayMetrics) -> PrefixIndex
 
 def build_deps(settings: GatewaySettings, metrics: GatewayMetrics | None = None) -> Deps:
     """Assemble the production dependency container from settings."""
-    fleet = Fleet.from_settings(settings.backends)
+    fleet = Fleet.from_settings(
+        settings.backends, settings.calibration, settings.hashing.bytes_per_token
+    )
     metrics = metrics if metrics is not None else GatewayMetrics()
+    metrics.watch_fleet(fleet)
     upstream = settings.upstream
     client = H1Upstream(
         max_connections_per_origin=upstream.max_connections_per_backend,
         connect_timeout_s=upstream.connect_timeout_s,
         read_timeout_s=upstream.read_timeout_s,
+        keepalive_expiry_s=upstream.keepalive_expiry_s,
+    )
+    # Probes get a pool of their own, so they never queue behind traffic for a connection.
+    probe_client = H1Upstream(
+        max_connections_per_origin=PROBE_CONNECTIONS,
+        connect_timeout_s=upstream.connect_timeout_s,
+        read_timeout_s=settings.health.timeout_s,
         keepalive_expiry_s=upstream.keepalive_expiry_s,
     )
     index = build_index(settings.index, metrics)
@@ -108,23 +146,34 @@ def build_deps(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
         metrics.backend_restarts.labels(backend.id).inc()
         tasks.spawn(index.forget(backend.id))
 
+    def resize(_: Backend | None = None) -> None:
+        deps.resize_index()  # `deps` is bound below, before polling starts
+
     for backend in fleet.backends:
         health_changed(backend)
     router = build_router(settings.routing, random.Random())
-    return Deps(
+    calibration = settings.calibration
+    deps = Deps(
         settings=settings,
         fleet=fleet,
         client=client,
         metrics=metrics,
         index=index,
-        placer=Placer(settings.hashing, index, router, metrics, tasks),
+        placer=Placer(
+            settings.hashing, index, router, metrics, tasks, calibration.cached_tokens_tolerance
+        ),
         forwarder=Forwarder(client, metrics, upstream),
         poller=FleetPoller(
             fleet,
-            client,
+            probe_client,
             settings.health,
             on_health_change=health_changed,
             on_restart=restarted,
+            on_capacity_change=resize,
+            after_load_poll=resize,
+            discover_cache=calibration.discover_kv_capacity,
         ),
         tasks=tasks,
+        probe_client=probe_client,
     )
+    return deps

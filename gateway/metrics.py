@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from gateway.fleet.registry import Fleet
 
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
@@ -35,6 +43,63 @@ class RouteMetrics:
             self._by_status[status] = child
         child.inc()
         self.duration.observe(duration_s)
+
+
+class CalibrationCollector(Collector):
+    """What the gateway learned about each backend, beside the configured starting point.
+
+    Read from the fleet at scrape time, so learning costs the request path nothing.
+    """
+
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+
+    def collect(self) -> Iterator[Metric]:
+        """One family per learned quantity; `source` tells configured from learned."""
+        per_model = ["backend", "model", "source"]
+        ratio = GaugeMetricFamily(
+            "gateway_backend_bytes_per_token",
+            "Rendered prompt bytes per engine token (learned from usage.prompt_tokens).",
+            labels=per_model,
+        )
+        speed = GaugeMetricFamily(
+            "gateway_backend_prefill_tokens_per_second",
+            "Uncached prompt tokens prefilled per second (learned from time to first byte).",
+            labels=per_model,
+        )
+        itl = GaugeMetricFamily(
+            "gateway_backend_decode_seconds_per_token",
+            "Inter-token latency of a lone request (learned from streamed decodes).",
+            labels=per_model,
+        )
+        slope = GaugeMetricFamily(
+            "gateway_backend_decode_batch_slope",
+            "Extra inter-token latency per additional running request, as a fraction.",
+            labels=per_model,
+        )
+        kv = GaugeMetricFamily(
+            "gateway_backend_kv_capacity_tokens",
+            "KV cache capacity in tokens, as configured and as the engine reports it.",
+            labels=["backend", "source"],
+        )
+        for backend in self._fleet.backends:
+            calibration = backend.calibration
+            defaults = calibration.defaults
+            for model in backend.settings.models:
+                learned = calibration.model(model)
+                labels = [backend.id, model]
+                ratio.add_metric([*labels, "configured"], defaults.bytes_per_token)
+                ratio.add_metric([*labels, "learned"], learned.bytes_per_token.value)
+                speed.add_metric([*labels, "configured"], defaults.prefill_tokens_per_s)
+                speed.add_metric([*labels, "learned"], learned.prefill_speed.value)
+                itl.add_metric([*labels, "configured"], defaults.itl_s)
+                itl.add_metric([*labels, "learned"], learned.decode.base)
+                slope.add_metric([*labels, "configured"], defaults.itl_batch_slope)
+                slope.add_metric([*labels, "learned"], learned.decode.slope / learned.decode.base)
+            kv.add_metric([backend.id, "configured"], defaults.kv_cache_tokens)
+            if calibration.engine_kv_tokens is not None:
+                kv.add_metric([backend.id, "engine"], calibration.engine_kv_tokens)
+        yield from (ratio, speed, itl, slope, kv)
 
 
 class GatewayMetrics:
@@ -107,6 +172,10 @@ class GatewayMetrics:
         )  # fmt: skip
         self._routes: dict[str, RouteMetrics] = {}
         self._attempt_children: dict[tuple[str, str], Counter] = {}
+
+    def watch_fleet(self, fleet: Fleet) -> None:
+        """Export what the gateway learns about the fleet's backends."""
+        self.registry.register(CalibrationCollector(fleet))
 
     def count_attempt(self, backend: str, outcome: str) -> None:
         """Count one upstream attempt (children cached: this runs on every request)."""

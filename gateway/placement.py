@@ -18,8 +18,8 @@ from gateway.metrics import GatewayMetrics
 from gateway.prefix.hashing import PrefixKey, prefix_hashes
 from gateway.prefix.index import PrefixIndex
 from gateway.proxy.forward import ProxyOutcome
-from gateway.proxy.usage import reported_cached_tokens
-from gateway.routing.scorers import prefill_s
+from gateway.proxy.usage import Usage, parse_usage
+from gateway.routing.scorers import expected_output_tokens, prefill_s
 from gateway.routing.types import Decision, Router, RouteRequest
 from gateway.settings import HashingSettings
 from gateway.tasks import BackgroundTasks
@@ -31,9 +31,15 @@ class Placement:
     """One request's decision, and its bookkeeping across attempts (an AttemptObserver)."""
 
     __slots__ = (
-        "_first_byte_seen",
+        "_batch_at_first_byte",
+        "_decode_tokens",
+        "_first_byte_at",
         "_placer",
+        "_queued",
         "_recording",
+        "_sent_at",
+        "_settle_timer",
+        "_settled",
         "_ticket",
         "decision",
         "key",
@@ -54,46 +60,106 @@ class Placement:
         self.key = key
         self.route = route
         self.decision = decision
-        self._first_byte_seen = False
+        self._first_byte_at: float | None = None
         self._recording: asyncio.Task[Any] | None = None
+        self._settle_timer: asyncio.TimerHandle | None = None
+        self._settled = False
         self._ticket = -1
+        self._sent_at = 0.0
+        self._queued = False
+        self._decode_tokens = 0.0
+        self._batch_at_first_byte = 0.0
 
     def attempt_started(self, backend: Backend) -> None:
         """Count the request on `backend` and teach the index where its prefix now lives."""
         state = backend.state
+        now = time.monotonic()
+        engine = state.engine
+        self._queued = len(state.prefill) > 0 or (engine is not None and engine.waiting > 0)
+        self._sent_at = now
+        self._first_byte_at = None
+        self._settled = False
         state.in_flight += 1
-        self._ticket = state.prefill.push(prefill_s(self.route, backend), time.monotonic())
+        work_s = prefill_s(self.route, backend)
+        self._ticket = state.prefill.push(work_s, now)
+        self._decode_tokens = expected_output_tokens(self.route, backend)
+        state.decode_tokens_ahead += self._decode_tokens
+        if not self.request.stream:
+            # A whole response arrives after the decode too: settle the prefill when the
+            # books say it is done rather than when the body has come back.
+            due = state.prefill.wait_s(now)
+            loop = asyncio.get_running_loop()
+            self._settle_timer = loop.call_later(due, self._settle, backend)
         self._placer.groups.started(self.key)
-        self._first_byte_seen = False
         if self.key.hashes:
             self._recording = self._placer.record(self.request.model, backend, self.key.hashes)
 
     def first_byte(self, backend: Backend) -> None:
-        """The backend's prefill for this request is over."""
-        if not self._first_byte_seen:
-            self._first_byte_seen = True
+        """The backend started answering: its prefill for this request is over."""
+        if self._first_byte_at is None:
+            self._first_byte_at = time.monotonic()
+            self._batch_at_first_byte = running_batch(backend)
+            self._settle(backend)
+
+    def _settle(self, backend: Backend) -> None:
+        self._cancel_timer()
+        if not self._settled:
+            self._settled = True
             backend.state.prefill.done(self._ticket, time.monotonic())
+
+    def _cancel_timer(self) -> None:
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
 
     def attempt_ended(self, backend: Backend) -> None:
         """The attempt is over: release what it held; undo the record if it never started."""
-        backend.state.in_flight -= 1
+        state = backend.state
+        state.in_flight -= 1
+        state.decode_tokens_ahead = max(0.0, state.decode_tokens_ahead - self._decode_tokens)
         self._placer.groups.ended(self.key)
-        if not self._first_byte_seen:
-            self._first_byte_seen = True
-            backend.state.prefill.cancel(self._ticket, time.monotonic())
-            if self.key.hashes:
-                self._placer.unrecord(self, backend, self._recording)
+        self._cancel_timer()
+        if not self._settled:
+            self._settled = True
+            state.prefill.cancel(self._ticket, time.monotonic())
+        if self._first_byte_at is None and self.key.hashes:
+            self._placer.unrecord(self, backend, self._recording)
 
     def finished(self, outcome: ProxyOutcome) -> None:
-        """Compare the cache hit the backend reported with the index's prediction."""
+        """Learn from the usage the backend reported: token ratio, speeds, cache hit."""
         backend = outcome.backend
-        if backend is None or outcome.status != 200 or not self.key.hashes:
+        if backend is None or outcome.status != 200 or outcome.usage is None:
             return
-        reported = reported_cached_tokens(
-            outcome.tail_prev + outcome.tail, backend.settings.reports_cached_tokens
-        )
-        if reported is not None:
-            self._placer.correct(self, backend, reported)
+        usage = parse_usage(outcome.usage, backend.settings.reports_cached_tokens)
+        if usage is None or usage.prompt_tokens is None:
+            return
+        model = self.request.model
+        calibration = backend.calibration
+        calibration.observe_prompt(model, self.key.rendered_bytes, usage.prompt_tokens)
+        if self.request.stream and self._first_byte_at is not None:
+            self._observe_speeds(backend, usage)
+        if usage.cached_tokens is not None and self.key.hashes:
+            self._placer.correct(self, backend, usage.cached_tokens, usage.prompt_tokens)
+
+    def _observe_speeds(self, backend: Backend, usage: Usage) -> None:
+        assert self._first_byte_at is not None
+        calibration = backend.calibration
+        model = self.request.model
+        if not self._queued and usage.cached_tokens is not None:
+            uncached = usage.prompt_tokens - usage.cached_tokens if usage.prompt_tokens else 0
+            calibration.observe_prefill(model, uncached, self._first_byte_at - self._sent_at)
+        if usage.completion_tokens is not None:
+            batch = (self._batch_at_first_byte + running_batch(backend)) / 2
+            seconds = time.monotonic() - self._first_byte_at
+            calibration.observe_decode(model, usage.completion_tokens, seconds, batch)
+
+
+def running_batch(backend: Backend) -> float:
+    """Requests decoding on `backend` as far as anyone knows (the gateway's or the engine's)."""
+    state = backend.state
+    engine = state.engine
+    own = float(max(1, state.in_flight))
+    return max(own, engine.running) if engine is not None else own
 
 
 # Prefix depths (in blocks) at which popularity is counted: a few per request, not every block.
@@ -159,9 +225,10 @@ class Placer:
         router: Router,
         metrics: GatewayMetrics,
         tasks: BackgroundTasks,
+        tolerance: float = 0.15,
     ) -> None:
         self._hashing = hashing
-        self._block_tokens = hashing.block_bytes / hashing.bytes_per_token
+        self._tolerance = tolerance
         self._index = index
         self._router = router
         self._metrics = metrics
@@ -184,12 +251,13 @@ class Placer:
         matches = await self._index.lookup(request.model, key.hashes) if key.hashes else {}
         route = RouteRequest(
             model=request.model,
-            prompt_tokens=key.rendered_bytes / self._hashing.bytes_per_token,
+            prompt_bytes=key.rendered_bytes,
             total_blocks=len(key.hashes),
-            block_tokens=self._block_tokens,
+            block_bytes=self._hashing.block_bytes,
             matches=matches,
             now=time.monotonic(),
             group_in_flight=self.groups.in_flight(key, max(matches.values(), default=0)),
+            output_tokens=request.max_tokens,
         )
         decision = self._router.decide(route, candidates)
         self._decision_time.observe(time.perf_counter() - started)
@@ -218,25 +286,29 @@ class Placer:
             route.model, backend.id, placement.key.hashes, route.matched_blocks(backend)
         )
 
-    def correct(self, placement: Placement, backend: Backend, reported_tokens: int) -> None:
+    def correct(
+        self, placement: Placement, backend: Backend, reported_tokens: int, prompt_tokens: int
+    ) -> None:
         """Compare predicted with reported cached tokens and teach the staleness model.
 
-        A shortfall means the backend had evicted part of the chain before this request.
-        The chain itself needs no repair: the backend has just prefilled all of it again and
-        it was recorded afresh when the request was sent. What was wrong is the belief about
-        how long this backend keeps blocks, so its entries are made to age out sooner.
+        The prediction is in the backend's calibrated tokens, cut as the engine cuts: never
+        the prompt's last token, whole engine blocks when the engine's block size is known.
+        A shortfall beyond the relative tolerance means the backend had evicted part of the
+        chain before this request. The chain itself needs no repair: the backend has just
+        prefilled all of it again and it was recorded afresh when the request was sent. What
+        was wrong is the belief about how long this backend keeps blocks, so its entries are
+        made to age out sooner.
         """
         route = placement.route
-        predicted_blocks = route.matched_blocks(backend)
-        self._metrics.cached_tokens_predicted.labels(backend.id).inc(
-            min(route.prompt_tokens, predicted_blocks * route.block_tokens)
-        )
+        predicted = min(route.cached_tokens(backend), max(0.0, prompt_tokens - 1.0))
+        block = backend.calibration.engine_block_tokens
+        if block:
+            predicted = (predicted // block) * block
+        self._metrics.cached_tokens_predicted.labels(backend.id).inc(predicted)
         self._metrics.cached_tokens_reported.labels(backend.id).inc(reported_tokens)
-        if predicted_blocks == 0:
+        if route.matched_blocks(backend) == 0:
             return
-        # Engines count whole engine blocks and our token estimate is approximate: allow one
-        # block of slack before deciding the backend had lost part of the chain.
-        held = int(reported_tokens / route.block_tokens) + 1 >= predicted_blocks
+        held = reported_tokens >= predicted * (1.0 - self._tolerance)
         self._index.staleness.observe_prediction(backend.id, held)
         if not held:
             self._metrics.index_corrections.labels(backend.id).inc()

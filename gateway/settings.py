@@ -69,6 +69,23 @@ class HashingSettings(StrictModel):
     bytes_per_token: Annotated[float, Field(gt=0.5, le=16.0)] = 4.0
 
 
+class CalibrationSettings(StrictModel):
+    """How the gateway learns each backend's numbers from what its engine reports."""
+
+    learn: bool = True
+    window: Annotated[int, Field(ge=4, le=4096)] = 64
+    min_samples: Annotated[int, Field(ge=1, le=1024)] = 8
+    cached_tokens_tolerance: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.15
+    output_tokens: PositiveFloat = 256.0
+    discover_kv_capacity: bool = True
+
+    @model_validator(mode="after")
+    def _window_holds_samples(self) -> CalibrationSettings:
+        if self.min_samples > self.window:
+            raise ValueError("calibration.min_samples must not exceed calibration.window")
+        return self
+
+
 class UpstreamSettings(StrictModel):
     """The pooled HTTP client that talks to backends."""
 
@@ -105,6 +122,7 @@ class ProfileSettings(StrictModel):
     load_slack: Annotated[int, Field(ge=0)] = 0
     popular_shares: Annotated[float, Field(ge=0)] = 4.0
     miss_penalty: Annotated[float, Field(ge=0)] = 3.0
+    objective: Literal["completion", "ttft"] = "completion"
 
     @model_validator(mode="after")
     def _some_weight(self) -> ProfileSettings:
@@ -148,6 +166,9 @@ class BackendSettings(StrictModel):
     accelerator: str = "unknown"
     max_context: PositiveInt | None = None
     prefill_tokens_per_s: PositiveFloat = 10_000.0
+    decode_s_per_token: PositiveFloat = 0.02
+    decode_batch_slope: Annotated[float, Field(ge=0.0)] = 0.01
+    bytes_per_token: Annotated[float, Field(gt=0.5, le=16.0)] | None = None
     max_concurrency: PositiveInt = 256
     kv_cache_tokens: PositiveInt = 1_000_000
     reports_cached_tokens: bool = False
@@ -186,6 +207,7 @@ class GatewaySettings(BaseSettings):
     hashing: HashingSettings = HashingSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     health: HealthSettings = HealthSettings()
+    calibration: CalibrationSettings = CalibrationSettings()
     routing: RoutingSettings = RoutingSettings()
     backends: Annotated[list[BackendSettings], Field(min_length=1)]
 

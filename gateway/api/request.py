@@ -12,9 +12,18 @@ from gateway.errors import GatewayError, bad_request
 RequestKind = Literal["chat", "completion"]
 
 
+_ASK_USAGE = b'{"stream_options":{"include_usage":true},'
+_USAGE_ONLY = {"include_usage": True}
+
+
 @dataclass(slots=True)
 class InferenceRequest:
-    """A validated inference request; `body` is forwarded upstream exactly as the client sent it."""
+    """A validated inference request; `body` is forwarded upstream exactly as the client sent it.
+
+    `usage_body`, when set, is the same body also asking for the usage chunk (a streaming
+    client that did not ask for it): the gateway reads `cached_tokens` and token counts from
+    every response, and strips that chunk before it reaches such a client.
+    """
 
     kind: RequestKind
     body: bytes
@@ -22,6 +31,16 @@ class InferenceRequest:
     model: str
     stream: bool
     request_id: bytes
+    usage_body: bytes | None = None
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The output cap the client asked for, if any."""
+        for key in ("max_completion_tokens", "max_tokens"):
+            value = self.data.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return None
 
 
 def parse_request(kind: RequestKind, body: bytes, request_id: bytes) -> InferenceRequest:
@@ -42,7 +61,20 @@ def parse_request(kind: RequestKind, body: bytes, request_id: bytes) -> Inferenc
         _check_messages(data.get("messages"))
     else:
         _check_prompt(data.get("prompt"))
-    return InferenceRequest(kind, body, data, model, stream, request_id)
+    usage_body = _asking_for_usage(body, data) if stream else None
+    return InferenceRequest(kind, body, data, model, stream, request_id, usage_body)
+
+
+def _asking_for_usage(body: bytes, data: dict[str, Any]) -> bytes | None:
+    """The body with `stream_options.include_usage` set, or None when the client set it."""
+    options = data.get("stream_options")
+    if "stream_options" not in data:
+        # Prepend the key: the body is an object with at least `model`, so a comma follows.
+        return _ASK_USAGE + body.lstrip()[1:]
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return None
+    merged = {**options, "include_usage": True} if isinstance(options, dict) else _USAGE_ONLY
+    return orjson.dumps({**data, "stream_options": merged})
 
 
 def _stream_flag(data: dict[str, Any]) -> bool:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import orjson
 
+from gateway.fleet.adapters.base import EngineCache
 from gateway.fleet.registry import Backend, EngineLoad, Fleet
 from gateway.proxy.upstream import UpstreamBroken, UpstreamClient, UpstreamUnavailable
 from gateway.settings import HealthSettings
@@ -22,8 +23,12 @@ _PROBE_ERRORS = (UpstreamUnavailable, UpstreamBroken, TimeoutError)
 class FleetPoller:
     """Probes health on one interval and scrapes engine load gauges on a shorter one.
 
-    A backend that comes back after being down, or whose lifetime counters went backwards,
-    has restarted with an empty cache: `on_restart` lets the index forget it.
+    `client` should be a small pool of its own: probes that queue behind traffic for a
+    connection would time out exactly when a backend is busiest. A backend whose lifetime
+    counters went backwards, or whose engine reports a later start time, has restarted with
+    an empty cache: `on_restart` lets the index forget it. Coming back after being down is
+    not a restart by itself (a network blip leaves the cache warm). What the engine says of
+    its KV cache is learned here too; `on_capacity_change` lets the index resize.
     """
 
     def __init__(
@@ -34,13 +39,21 @@ class FleetPoller:
         *,
         on_health_change: BackendListener | None = None,
         on_restart: BackendListener | None = None,
+        on_capacity_change: BackendListener | None = None,
+        after_load_poll: Callable[[], None] | None = None,
+        discover_cache: bool = True,
     ) -> None:
         self._fleet = fleet
         self._client = client
         self._settings = settings
         self._on_health_change = on_health_change
         self._on_restart = on_restart
+        self._on_capacity_change = on_capacity_change
+        self._after_load_poll = after_load_poll
+        self._discover_cache = discover_cache
         self._lifetime: dict[str, float] = {}
+        self._started_at: dict[str, float] = {}
+        self._cache_known: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -67,6 +80,8 @@ class FleetPoller:
         await asyncio.gather(
             *(self._scrape_load(b) for b in self._fleet.backends if b.adapter.metrics_path)
         )
+        if self._after_load_poll is not None:
+            self._after_load_poll()
 
     async def _every(self, interval_s: float, poll: Callable[[], object]) -> None:
         while True:
@@ -93,11 +108,38 @@ class FleetPoller:
         try:
             status, _ = await self._get(backend, backend.adapter.health_path)
             ok = status == 200
-        except _PROBE_ERRORS:
+        except TimeoutError:
+            if backend.state.in_flight > 0:
+                return  # busy, not down: its traffic is the better witness
+            ok = False
+        except (UpstreamUnavailable, UpstreamBroken):
             ok = False
         if ok and backend.state.learned_max_context is None:
             await self._learn_context(backend)
+        if ok and backend.id not in self._cache_known and backend.adapter.info_path:
+            await self._learn_info(backend)
         self._update_health(backend, ok)
+
+    async def _learn_info(self, backend: Backend) -> None:
+        path = backend.adapter.info_path
+        assert path is not None
+        try:
+            status, body = await self._get(backend, path)
+            if status == 200:
+                self._learn_cache(backend, backend.adapter.parse_info(orjson.loads(body)))
+        except (*_PROBE_ERRORS, orjson.JSONDecodeError):
+            return
+
+    def _learn_cache(self, backend: Backend, cache: EngineCache | None) -> None:
+        if cache is None or not self._discover_cache:
+            return
+        self._cache_known.add(backend.id)
+        if backend.calibration.learn_engine_cache(cache.capacity_tokens, cache.block_tokens):
+            log.info(
+                "backend %s reports a KV cache of %s tokens", backend.id, cache.capacity_tokens
+            )
+            if self._on_capacity_change is not None:
+                self._on_capacity_change(backend)
 
     async def _learn_context(self, backend: Backend) -> None:
         try:
@@ -115,23 +157,32 @@ class FleetPoller:
         except _PROBE_ERRORS:
             backend.state.engine = None
             return
-        sample = (
-            backend.adapter.parse_load(body.decode("utf-8", "replace")) if status == 200 else None
-        )
+        text = body.decode("utf-8", "replace") if status == 200 else ""
+        sample = backend.adapter.parse_load(text) if text else None
         if sample is None:
             backend.state.engine = None
             return
         backend.state.engine = EngineLoad(
             sample.running, sample.waiting, sample.kv_usage, time.monotonic()
         )
-        if sample.lifetime_counter is not None:
-            previous = self._lifetime.get(backend.id)
-            self._lifetime[backend.id] = sample.lifetime_counter
-            if previous is not None and sample.lifetime_counter < previous:
-                log.warning("backend %s restarted (its counters went backwards)", backend.id)
-                self._restarted(backend)
+        if backend.id not in self._cache_known:
+            self._learn_cache(backend, backend.adapter.parse_cache(text))
+        if self._went_back(self._lifetime, backend, sample.lifetime_counter):
+            self._restarted(backend, "its counters went backwards")
+        elif self._went_back(self._started_at, backend, _negated(sample.started_at)):
+            self._restarted(backend, "its engine reports a later start time")
 
-    def _restarted(self, backend: Backend) -> None:
+    @staticmethod
+    def _went_back(seen: dict[str, float], backend: Backend, value: float | None) -> bool:
+        if value is None:
+            return False
+        previous = seen.get(backend.id)
+        seen[backend.id] = value
+        return previous is not None and value < previous
+
+    def _restarted(self, backend: Backend, why: str) -> None:
+        log.warning("backend %s restarted (%s)", backend.id, why)
+        self._cache_known.discard(backend.id)
         if self._on_restart is not None:
             self._on_restart(backend)
 
@@ -153,9 +204,22 @@ class FleetPoller:
         log.warning("backend %s is now %s", backend.id, "up" if state.healthy else "down")
         if self._on_health_change is not None:
             self._on_health_change(backend)
-        if state.healthy:
-            # A backend that was down may have restarted with an empty cache.
-            self._restarted(backend)
+        if state.healthy and not _tells_restarts(backend):
+            # Nothing else can tell: a backend that was down may have lost its cache.
+            self._restarted(backend, "it came back and its engine reports no start time")
+
+
+def _tells_restarts(backend: Backend) -> bool:
+    """Whether the engine's metrics show restarts (counters or a start time)."""
+    adapter = backend.adapter
+    return adapter.metrics_path is not None and bool(
+        adapter.lifetime_counters or adapter.start_time_metrics
+    )
+
+
+def _negated(value: float | None) -> float | None:
+    """A start time as a counter that goes backwards when the engine restarts."""
+    return None if value is None else -value
 
 
 def max_model_len(body: bytes) -> int | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+TYPICAL_WEIGHT = 0.05
+
 
 class PrefillQueue:
     """FIFO of prefills the gateway sent to a backend whose first byte has not come back yet.
@@ -14,13 +16,15 @@ class PrefillQueue:
     which makes the estimate fall as time passes instead of jumping at each first byte.
     """
 
-    __slots__ = ("_entries", "_head_started", "_next_ticket", "_total_s")
+    __slots__ = ("_entries", "_head_started", "_next_ticket", "_total_s", "typical_s")
 
     def __init__(self) -> None:
         self._entries: OrderedDict[int, float] = OrderedDict()
         self._total_s = 0.0
         self._head_started = 0.0
         self._next_ticket = 0
+        # Moving average of the work pushed: what an unseen waiting request is guessed to cost.
+        self.typical_s = 0.0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -33,6 +37,7 @@ class PrefillQueue:
         self._next_ticket += 1
         self._entries[ticket] = work_s
         self._total_s += work_s
+        self.typical_s += TYPICAL_WEIGHT * (work_s - self.typical_s)
         return ticket
 
     def done(self, ticket: int, now: float) -> None:

@@ -38,3 +38,20 @@ def collect_samples(text: str, names: Collection[str]) -> dict[str, list[float]]
 def sum_samples(text: str, names: Collection[str]) -> dict[str, float]:
     """For each wanted metric name present, the sum of its samples over all label sets."""
     return {name: sum(values) for name, values in collect_samples(text, names).items()}
+
+
+_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def collect_labels(text: str, name: str) -> list[dict[str, str]]:
+    """The label sets of every sample of one metric (an `_info` gauge carries its data there)."""
+    found: list[dict[str, str]] = []
+    for raw in text.splitlines():
+        line = raw.lstrip()
+        if not line.startswith(name) or line[len(name) : len(name) + 1] != "{":
+            continue
+        close = line.rfind("}")
+        if close < 0:
+            continue
+        found.append(dict(_LABEL.findall(line[len(name) + 1 : close])))
+    return found

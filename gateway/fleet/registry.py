@@ -7,8 +7,31 @@ from dataclasses import dataclass, field
 
 from gateway.fleet.adapters.base import EngineAdapter
 from gateway.fleet.adapters.engines import adapter_for
+from gateway.fleet.calibration import BackendCalibration, CalibrationDefaults
 from gateway.fleet.prefill_queue import PrefillQueue
-from gateway.settings import BackendSettings
+from gateway.settings import BackendSettings, CalibrationSettings
+
+DEFAULT_BYTES_PER_TOKEN = 4.0
+
+
+def calibration_defaults(
+    settings: BackendSettings,
+    calibration: CalibrationSettings | None = None,
+    bytes_per_token: float = DEFAULT_BYTES_PER_TOKEN,
+) -> CalibrationDefaults:
+    """A backend's configured starting points (its own, else the fleet-wide ones)."""
+    learning = calibration if calibration is not None else CalibrationSettings()
+    return CalibrationDefaults(
+        bytes_per_token=settings.bytes_per_token or bytes_per_token,
+        prefill_tokens_per_s=settings.prefill_tokens_per_s,
+        itl_s=settings.decode_s_per_token,
+        itl_batch_slope=settings.decode_batch_slope,
+        kv_cache_tokens=settings.kv_cache_tokens,
+        output_tokens=learning.output_tokens,
+        window=learning.window,
+        min_samples=learning.min_samples,
+        learn=learning.learn,
+    )
 
 
 @dataclass
@@ -22,6 +45,9 @@ class BackendState:
     consecutive_successes: int = 0
     learned_max_context: int | None = None
     engine: EngineLoad | None = None
+    # Output tokens still expected from the requests in flight (the decode work ahead).
+    decode_tokens_ahead: float = 0.0
+    decoding: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,19 +66,23 @@ class Backend:
 
     settings: BackendSettings
     adapter: EngineAdapter
+    calibration: BackendCalibration
     state: BackendState = field(default_factory=BackendState)
     chat_url: str = ""
     completions_url: str = ""
     auth_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     @classmethod
-    def from_settings(cls, settings: BackendSettings) -> Backend:
+    def from_settings(
+        cls, settings: BackendSettings, defaults: CalibrationDefaults | None = None
+    ) -> Backend:
         """Build a backend with URLs and headers computed once."""
         adapter = adapter_for(settings.engine)
         key = settings.api_key.get_secret_value() if settings.api_key else None
         return cls(
             settings=settings,
             adapter=adapter,
+            calibration=BackendCalibration(defaults or calibration_defaults(settings)),
             chat_url=settings.base_url + "/v1/chat/completions",
             completions_url=settings.base_url + "/v1/completions",
             auth_headers=adapter.auth_headers(key),
@@ -85,9 +115,17 @@ class Fleet:
                 self._by_model.setdefault(model, []).append(backend)
 
     @classmethod
-    def from_settings(cls, settings: Sequence[BackendSettings]) -> Fleet:
+    def from_settings(
+        cls,
+        settings: Sequence[BackendSettings],
+        calibration: CalibrationSettings | None = None,
+        bytes_per_token: float = DEFAULT_BYTES_PER_TOKEN,
+    ) -> Fleet:
         """Build the fleet from the configured backends."""
-        return cls(Backend.from_settings(item) for item in settings)
+        return cls(
+            Backend.from_settings(item, calibration_defaults(item, calibration, bytes_per_token))
+            for item in settings
+        )
 
     def serving(self, model: str) -> list[Backend]:
         """Backends configured to serve `model` (empty when none does)."""

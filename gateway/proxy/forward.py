@@ -19,6 +19,7 @@ from gateway.proxy.upstream import (
     UpstreamResponse,
     UpstreamUnavailable,
 )
+from gateway.proxy.usage import take_usage_event
 from gateway.settings import UpstreamSettings
 
 Message = MutableMapping[str, Any]
@@ -36,7 +37,7 @@ class ProxyOutcome:
     backend: Backend | None = None
     first_byte_at: float | None = None
     tail: bytes = b""
-    tail_prev: bytes = b""
+    usage: bytes | None = None
     finished: bool = False
     broken: bool = False
     attempts: int = 0
@@ -112,11 +113,16 @@ class Forwarder:
     ) -> None:
         url = backend.chat_url if request.kind == "chat" else backend.completions_url
         headers = [*FORWARD_HEADERS, *backend.auth_headers, (b"x-request-id", request.request_id)]
+        body = request.body
+        strip_usage = request.usage_body is not None and backend.adapter.accepts_stream_options
+        if strip_usage:
+            assert request.usage_body is not None
+            body = request.usage_body
         # Every attempt is counted once, by how it ended.
         result = "error"
         try:
             response = await self._client.send(
-                "POST", url, request.body, headers, timeout_s=self._settings.first_byte_timeout_s
+                "POST", url, body, headers, timeout_s=self._settings.first_byte_timeout_s
             )
         except UpstreamUnavailable as exc:
             self._metrics.count_attempt(backend.id, "unavailable")
@@ -128,7 +134,9 @@ class Forwarder:
                 result = f"status_{response.status}"
                 await self._upstream_error(backend, response)
             elif request.stream:
-                await self._relay_stream(request, backend, response, send, outcome, observer)
+                await self._relay_stream(
+                    request, backend, response, send, outcome, observer, strip_usage
+                )
             else:
                 await self._relay_whole(request, backend, response, send, outcome, observer)
             result = "broken" if outcome.broken else "ok"
@@ -196,7 +204,7 @@ class Forwarder:
         await send(start)
         await send({"type": "http.response.body", "body": body, "more_body": False})
         outcome.finished = True
-        outcome.tail = body
+        outcome.tail = outcome.usage = body
 
     async def _relay_stream(
         self,
@@ -206,6 +214,7 @@ class Forwarder:
         send: Send,
         outcome: ProxyOutcome,
         observer: AttemptObserver,
+        strip_usage: bool,
     ) -> None:
         pending = b""
         rewriting = False
@@ -224,7 +233,12 @@ class Forwarder:
                 if rewriting or ERROR_MARK in block:
                     block, found = rewrite_error_events(block, backend.adapter)
                     rewriting = rewriting or found
-                outcome.tail_prev, outcome.tail = outcome.tail, block
+                block, usage = take_usage_event(block, strip_usage)
+                if usage is not None:
+                    outcome.usage = usage
+                    if not block:
+                        continue
+                outcome.tail = block
                 await send({"type": "http.response.body", "body": block, "more_body": True})
         except UpstreamBroken as exc:
             error = GatewayError(502, f"Backend {backend.id} broke off the stream: {exc}")

@@ -12,7 +12,7 @@ ERROR_MARK = b'"error"'
 DONE_EVENT = b"data: [DONE]\n\n"
 
 
-_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
 
 def split_complete(buffer: bytes) -> tuple[bytes, bytes]:
@@ -23,7 +23,7 @@ def split_complete(buffer: bytes) -> tuple[bytes, bytes]:
     end = buffer.rfind(b"\n\n")
     if end >= 0 and b"\r" not in buffer:
         return buffer[: end + 2], buffer[end + 2 :]
-    ends = [m.end() for m in _EVENT_END.finditer(buffer)]
+    ends = [m.end() for m in EVENT_END.finditer(buffer)]
     if not ends:
         return b"", buffer
     return buffer[: ends[-1]], buffer[ends[-1] :]
@@ -37,10 +37,10 @@ def rewrite_error_events(block: bytes, adapter: EngineAdapter) -> tuple[bytes, b
     """
     out: list[bytes] = []
     found = False
-    for event in _EVENT_END.split(block):
+    for event in EVENT_END.split(block):
         if not event:
             continue
-        payload = _data_payload(event)
+        payload = data_payload(event)
         if payload is not None and ERROR_MARK in payload:
             try:
                 parsed = orjson.loads(payload)
@@ -55,7 +55,8 @@ def rewrite_error_events(block: bytes, adapter: EngineAdapter) -> tuple[bytes, b
     return b"\n\n".join(out) + b"\n\n", found
 
 
-def _data_payload(event: bytes) -> bytes | None:
+def data_payload(event: bytes) -> bytes | None:
+    """The payload of an event's first `data:` line."""
     for line in event.splitlines():
         if line.startswith(b"data:"):
             return line[5:].lstrip(b" ")

@@ -22,7 +22,7 @@ def _filter(name: FilterName, settings: ProfileSettings) -> Filter:
 
 def _scorer(name: ScorerName, settings: ProfileSettings) -> Scorer:
     scorers: dict[str, Scorer] = {
-        "cost": CostScorer(settings.miss_penalty),
+        "cost": CostScorer(settings.miss_penalty, settings.objective),
         "affinity": AffinityScorer(),
         "load": LoadScorer(),
     }

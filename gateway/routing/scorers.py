@@ -1,8 +1,9 @@
-"""Scorers: cache affinity, load, and estimated time to first token, each in [0, 1]."""
+"""Scorers: cache affinity, load, and estimated completion time or TTFT, each in [0, 1]."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from gateway.fleet.registry import Backend
 from gateway.routing.types import RouteRequest
@@ -22,13 +23,67 @@ def backend_load(backend: Backend) -> float:
 
 def prefill_s(request: RouteRequest, backend: Backend) -> float:
     """Seconds `backend` needs to prefill what it does not hold of the request."""
-    return request.uncached_tokens(backend) / backend.settings.prefill_tokens_per_s
+    speed = backend.calibration.prefill_tokens_per_s(request.model)
+    return request.uncached_tokens(backend) / speed
+
+
+def queue_wait_s(request: RouteRequest, backend: Backend) -> float:
+    """Seconds of prefill ahead of a request sent now.
+
+    The gateway's own books know the work it sent; the engine's `waiting` gauge also counts
+    what other replicas and workers sent, so waiting requests beyond the gateway's own count
+    are charged at the typical prefill this backend has seen.
+    """
+    state = backend.state
+    own = state.prefill.wait_s(request.now)
+    engine = state.engine
+    if engine is None:
+        return own
+    foreign = engine.waiting - len(state.prefill)
+    if foreign <= 0:
+        return own
+    return own + foreign * state.prefill.typical_s
+
+
+def expected_output_tokens(request: RouteRequest, backend: Backend) -> float:
+    """Output tokens to expect: what this model's answers ran to, capped by `max_tokens`."""
+    learned = backend.calibration.model(request.model).output_tokens
+    cap = request.output_tokens
+    if cap is None:
+        return learned.value
+    return min(cap, learned.value) if learned.learned else cap
+
+
+def decode_s(request: RouteRequest, backend: Backend, output_tokens: float) -> float:
+    """Seconds to stream `output_tokens` on `backend`, slowed by the batch it decodes with.
+
+    The batch is the requests running there that will still be decoding while this one is:
+    each counts in proportion to how much of this request's output its remaining work
+    overlaps (the gateway's books of tokens still expected, scaled up to the engine's own
+    `running` count when other replicas send there too).
+    """
+    state = backend.state
+    others = float(state.in_flight)
+    ahead = state.decode_tokens_ahead
+    engine = state.engine
+    if engine is not None and engine.running + engine.waiting > others:
+        seen = engine.running + engine.waiting
+        ahead = ahead * seen / others if others else seen * output_tokens
+        others = seen
+    overlap = min(others, ahead / max(output_tokens, 1.0))
+    fit = backend.calibration.model(request.model).decode
+    return output_tokens * fit.itl_s(1.0 + overlap)
 
 
 def estimated_ttft_s(request: RouteRequest, backend: Backend) -> float:
     """Queued prefill ahead of the request plus its own uncached prefill, in seconds."""
-    queued = backend.state.prefill.wait_s(request.now)
-    return max(MIN_TTFT_S, queued + prefill_s(request, backend))
+    return max(MIN_TTFT_S, queue_wait_s(request, backend) + prefill_s(request, backend))
+
+
+def estimated_completion_s(request: RouteRequest, backend: Backend) -> float:
+    """Time to first token plus the decode of the expected output at this backend's batch."""
+    tokens = expected_output_tokens(request, backend)
+    return estimated_ttft_s(request, backend) + decode_s(request, backend, tokens)
 
 
 class AffinityScorer:
@@ -56,28 +111,34 @@ class LoadScorer:
 
 
 class CostScorer:
-    """Estimated time to first token, which puts affinity, load and hardware speed in seconds.
+    """Estimated completion time (or time to first token): affinity, load, speed in seconds.
 
     Score = fastest estimate ÷ this estimate, so the fastest backend scores 1 and one twice
     as slow scores 0.5. `miss_penalty` charges recomputing what another backend already holds
     a little extra: the copy displaces other cached prefixes and its work delays the requests
-    that come after, costs the request's own TTFT does not show.
+    that come after, costs the request's own TTFT does not show. With `objective` "completion"
+    the decode of the expected output at each backend's running batch is counted too, so
+    piling a hot prefix onto one backend stops paying once its batch streams too slowly.
     """
 
     name = "cost"
 
-    def __init__(self, miss_penalty: float = 0.0) -> None:
+    def __init__(
+        self, miss_penalty: float = 0.0, objective: Literal["completion", "ttft"] = "completion"
+    ) -> None:
         self._miss_penalty = miss_penalty
+        self._estimate = estimated_completion_s if objective == "completion" else estimated_ttft_s
 
     def score(self, request: RouteRequest, candidates: Sequence[Backend]) -> list[float]:
-        """Relative speed to first token."""
-        estimates = [estimated_ttft_s(request, b) for b in candidates]
+        """Relative speed to completion (or to the first token)."""
+        estimates = [self._estimate(request, b) for b in candidates]
         if self._miss_penalty and request.matches:
             held = max(request.matches.values())
             for i, backend in enumerate(candidates):
                 lost = held - request.matched_blocks(backend)
                 if lost > 0:
-                    seconds = lost * request.block_tokens / backend.settings.prefill_tokens_per_s
-                    estimates[i] += self._miss_penalty * seconds
+                    tokens = lost * request.block_tokens(backend)
+                    speed = backend.calibration.prefill_tokens_per_s(request.model)
+                    estimates[i] += self._miss_penalty * tokens / speed
         best = min(estimates, default=MIN_TTFT_S)
         return [best / estimate for estimate in estimates]

@@ -13,27 +13,46 @@ from gateway.fleet.registry import Backend
 class RouteRequest:
     """What the router knows about a request: its model, size, prefix matches, and the time.
 
+    Sizes are in bytes of the rendered prompt; each backend's learned bytes per token turns
+    them into that backend's tokens. `output_tokens` is the client's `max_tokens`, if any.
     `group_in_flight` counts requests in flight that share this one's prefix as deep as the
     best holder has it (the same system prompt, tools or shared document, or only this
     conversation's history): how popular the cached part of its prefix is right now.
     """
 
     model: str
-    prompt_tokens: float
+    prompt_bytes: float
     total_blocks: int
-    block_tokens: float
+    block_bytes: int
     matches: Mapping[str, int] = field(default_factory=dict)
     now: float = 0.0
     group_in_flight: int = 0
+    output_tokens: float | None = None
 
     def matched_blocks(self, backend: Backend) -> int:
         """Leading prefix blocks the index believes `backend` holds."""
         return self.matches.get(backend.id, 0)
 
+    def bytes_per_token(self, backend: Backend) -> float:
+        """`backend`'s rendered bytes per token for this model (learned, else configured)."""
+        return backend.calibration.bytes_per_token(self.model)
+
+    def prompt_tokens(self, backend: Backend) -> float:
+        """The prompt's length in `backend`'s tokens (estimated)."""
+        return max(1.0, self.prompt_bytes / self.bytes_per_token(backend))
+
+    def block_tokens(self, backend: Backend) -> float:
+        """One prefix block in `backend`'s tokens."""
+        return self.block_bytes / self.bytes_per_token(backend)
+
+    def cached_tokens(self, backend: Backend) -> float:
+        """Prompt tokens the index believes `backend` holds."""
+        held = self.matched_blocks(backend) * self.block_bytes
+        return min(held, self.prompt_bytes) / self.bytes_per_token(backend)
+
     def uncached_tokens(self, backend: Backend) -> float:
         """Prompt tokens `backend` would have to prefill."""
-        cached = self.matched_blocks(backend) * self.block_tokens
-        return max(1.0, self.prompt_tokens - cached)
+        return max(1.0, self.prompt_tokens(backend) - self.cached_tokens(backend))
 
 
 @dataclass(slots=True)

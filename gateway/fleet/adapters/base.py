@@ -17,6 +17,22 @@ class LoadSample(NamedTuple):
     waiting: float
     kv_usage: float | None
     lifetime_counter: float | None
+    started_at: float | None = None
+
+
+class EngineCache(NamedTuple):
+    """The engine's own description of its KV cache."""
+
+    capacity_tokens: int | None
+    block_tokens: int | None
+
+
+def positive_int(value: Any) -> int | None:
+    try:
+        number = int(float(value))
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
 
 
 def _first(values: dict[str, float], names: tuple[str, ...]) -> float | None:
@@ -41,11 +57,25 @@ class EngineAdapter:
     kind = "openai"
     health_path = "/health"
     metrics_path: str | None = "/metrics"
+    # Takes `stream_options.include_usage`, so the gateway may ask for usage on every stream.
+    accepts_stream_options = True
     # Engine metric names, first found wins; the lifetime counter only grows until a restart.
     running_metrics: tuple[str, ...] = ()
     waiting_metrics: tuple[str, ...] = ()
     kv_usage_metrics: tuple[str, ...] = ()
     lifetime_counters: tuple[str, ...] = ()
+    # When the engine process started (unix seconds): a later value means it restarted.
+    start_time_metrics: tuple[str, ...] = ()
+    # Where the engine describes itself as JSON (its KV capacity among other things).
+    info_path: str | None = None
+
+    def parse_cache(self, metrics_text: str) -> EngineCache | None:
+        """The KV cache as the engine's metrics describe it (None when they don't)."""
+        return None
+
+    def parse_info(self, info: Any) -> EngineCache | None:
+        """The KV cache as the engine's info document describes it (None when it doesn't)."""
+        return None
 
     def parse_load(self, text: str) -> LoadSample | None:
         """Read running/waiting/KV-usage gauges from a metrics scrape (None if absent)."""
@@ -54,11 +84,13 @@ class EngineAdapter:
             *self.waiting_metrics,
             *self.kv_usage_metrics,
             *self.lifetime_counters,
+            *self.start_time_metrics,
         }
         samples = collect_samples(text, wanted)
         totals = {name: sum(values) for name, values in samples.items()}
         # KV usage is a fraction per engine (data-parallel ranks): average it, don't add it up.
         means = {name: sum(values) / len(values) for name, values in samples.items()}
+        maxima = {name: max(values) for name, values in samples.items()}
         running = _first(totals, self.running_metrics)
         waiting = _first(totals, self.waiting_metrics)
         if running is None and waiting is None:
@@ -68,6 +100,7 @@ class EngineAdapter:
             waiting or 0.0,
             _first(means, self.kv_usage_metrics),
             _first(totals, self.lifetime_counters),
+            _first(maxima, self.start_time_metrics),
         )
 
     def auth_headers(self, api_key: str | None) -> list[tuple[bytes, bytes]]:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from gateway.fleet.adapters.base import EngineAdapter
+from typing import Any
+
+from gateway.fleet.adapters.base import EngineAdapter, EngineCache, positive_int
+from gateway.fleet.promtext import collect_labels
 from gateway.settings import EngineKind
+
+PROCESS_START = ("process_start_time_seconds",)
 
 
 class VllmAdapter(EngineAdapter):
@@ -14,6 +19,19 @@ class VllmAdapter(EngineAdapter):
     waiting_metrics = ("vllm:num_requests_waiting",)
     kv_usage_metrics = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
     lifetime_counters = ("vllm:prompt_tokens_total", "vllm:request_success_total")
+    start_time_metrics = PROCESS_START
+
+    def parse_cache(self, metrics_text: str) -> EngineCache | None:
+        """`vllm:cache_config_info` labels: `num_gpu_blocks` times `block_size` tokens."""
+        for labels in collect_labels(metrics_text, "vllm:cache_config_info"):
+            block = positive_int(labels.get("block_size"))
+            tokens = positive_int(labels.get("kv_cache_size_tokens"))
+            blocks = positive_int(labels.get("num_gpu_blocks"))
+            if tokens is None and blocks is not None and block is not None:
+                tokens = blocks * block
+            if tokens is not None or block is not None:
+                return EngineCache(tokens, block)
+        return None
 
 
 class SglangAdapter(EngineAdapter):
@@ -24,6 +42,25 @@ class SglangAdapter(EngineAdapter):
     waiting_metrics = ("sglang:num_queue_reqs",)
     kv_usage_metrics = ("sglang:token_usage",)
     lifetime_counters = ("sglang:prompt_tokens_total", "sglang:num_requests_total")
+    start_time_metrics = PROCESS_START
+    info_path = "/get_server_info"
+
+    def parse_info(self, info: Any) -> EngineCache | None:
+        """`max_total_num_tokens` (the token pool), at the top or per data-parallel rank."""
+        if not isinstance(info, dict):
+            return None
+        tokens = positive_int(info.get("max_total_num_tokens"))
+        if tokens is None:
+            ranks = info.get("internal_states")
+            if isinstance(ranks, list):
+                found = [
+                    positive_int(r.get("max_total_num_tokens"))
+                    for r in ranks
+                    if isinstance(r, dict)
+                ]
+                tokens = sum(t for t in found if t) or None
+        block = positive_int(info.get("page_size"))
+        return EngineCache(tokens, block) if tokens is not None else None
 
 
 class TgiAdapter(EngineAdapter):
@@ -33,6 +70,14 @@ class TgiAdapter(EngineAdapter):
     running_metrics = ("tgi_batch_current_size",)
     waiting_metrics = ("tgi_queue_size",)
     lifetime_counters = ("tgi_request_count",)
+    info_path = "/info"
+
+    def parse_info(self, info: Any) -> EngineCache | None:
+        """`max_batch_total_tokens`: the tokens its KV cache holds across a batch."""
+        if not isinstance(info, dict):
+            return None
+        tokens = positive_int(info.get("max_batch_total_tokens"))
+        return EngineCache(tokens, None) if tokens is not None else None
 
 
 class OpenAIAdapter(EngineAdapter):

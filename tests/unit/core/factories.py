@@ -9,6 +9,7 @@ from gateway.routing.types import RouteRequest
 from gateway.settings import BackendSettings
 
 MODEL = "m"
+CONFIGURED_BYTES_PER_TOKEN = 4.0
 
 
 def make_backend(backend_id: str, **settings: Any) -> Backend:
@@ -29,13 +30,18 @@ def route(
     matches: dict[str, int] | None = None,
     model: str = MODEL,
     group_in_flight: int = 0,
+    output_tokens: float | None = None,
 ) -> RouteRequest:
-    """A routing request of 100 blocks of 64 tokens by default."""
+    """A routing request of 100 blocks of 64 tokens by default.
+
+    Sizes are given in tokens at the backends' configured 4 bytes per token.
+    """
     return RouteRequest(
         model=model,
-        prompt_tokens=prompt_tokens,
+        prompt_bytes=prompt_tokens * CONFIGURED_BYTES_PER_TOKEN,
         total_blocks=total_blocks,
-        block_tokens=block_tokens,
+        block_bytes=int(block_tokens * CONFIGURED_BYTES_PER_TOKEN),
         matches=matches or {},
         group_in_flight=group_in_flight,
+        output_tokens=output_tokens,
     )

@@ -22,7 +22,7 @@ from gateway.tasks import BackgroundTasks
 from tests.unit.core.factories import MODEL, make_backend
 
 HASHES = list(range(101, 111))  # a ten-block chain
-BLOCK_TOKENS = 64.0  # HashingSettings defaults: 256 bytes per block, 4 bytes per token
+BLOCK_BYTES = 256  # HashingSettings defaults: 256 bytes per block; backends start at 4 per token
 
 
 class FakeIndex:
@@ -78,9 +78,9 @@ class Harness:
         request = InferenceRequest("chat", b"{}", {}, MODEL, False, b"rid")
         route_request = RouteRequest(
             model=MODEL,
-            prompt_tokens=prompt_tokens,
+            prompt_bytes=prompt_tokens * 4,
             total_blocks=len(chain),
-            block_tokens=BLOCK_TOKENS,
+            block_bytes=BLOCK_BYTES,
             matches=matches or {},
         )
         key = PrefixKey(chain, int(prompt_tokens * 4))
@@ -235,20 +235,20 @@ async def test_failed_attempt_does_not_leave_the_chain_on_the_failed_backend() -
     [
         (640, False),  # as predicted
         (700, False),  # more than predicted
-        (577, False),
-        (576, False),  # exactly one block short: within the slack
-        (575, True),  # more than one block short
+        (545, False),
+        (544, False),  # 15% short: within the tolerance
+        (543, True),  # more than 15% short
         (320, True),
         (0, True),
     ],
 )
-async def test_correct_lowers_trust_only_beyond_one_block_of_slack(
+async def test_correct_lowers_trust_only_beyond_the_relative_tolerance(
     reported: int, short: bool
 ) -> None:
     h = Harness()
     a = make_backend("a")
     placement = h.placement(matches={"a": 10})
-    h.placer.correct(placement, a, reported)
+    h.placer.correct(placement, a, reported, prompt_tokens=700)
     await h.tasks.drain()
     # The chain was just prefilled again, so it is never truncated; the backend's residency is.
     assert h.index.named("truncate") == []
@@ -262,30 +262,44 @@ async def test_correct_lowers_trust_only_beyond_one_block_of_slack(
     assert h.sample("gateway_cached_tokens_reported_total", "a") == reported
 
 
-@pytest.mark.parametrize("predicted", [0, 1])
-async def test_correct_never_blames_a_prediction_of_at_most_one_block(predicted: int) -> None:
+async def test_correct_never_blames_a_prediction_of_nothing() -> None:
     h = Harness()
     a = make_backend("a")
-    h.placer.correct(h.placement(matches={"a": predicted}), a, 0)
+    h.placer.correct(h.placement(matches={}), a, 0, prompt_tokens=700)
     await h.tasks.drain()
-    assert h.index.named("truncate") == []
     assert h.index.staleness.trust("a") == 1.0
 
 
-async def test_correct_predicted_tokens_are_capped_by_the_prompt() -> None:
+async def test_correct_predicts_in_the_backends_learned_tokens() -> None:
+    # The engine's tokenizer makes 5 bytes of the rendered prompt one token: ten blocks of
+    # 256 bytes are 512 of its tokens. Judged at the configured 4 bytes per token (640), an
+    # exact hit would read as a 20% shortfall and the backend's trust would decay.
     h = Harness()
     a = make_backend("a")
-    placement = h.placement(matches={"a": 10}, prompt_tokens=600.0)
-    h.placer.correct(placement, a, 600)
+    for _ in range(10):
+        a.calibration.observe_prompt(MODEL, 5000, 1000)
+    placement = h.placement(matches={"a": 10})
+    h.placer.correct(placement, a, 512, prompt_tokens=1000)
     await h.tasks.drain()
-    assert h.sample("gateway_cached_tokens_predicted_total", "a") == 600.0
+    assert h.index.staleness.trust("a") == 1.0
+    assert h.sample("gateway_cached_tokens_predicted_total", "a") == pytest.approx(512.0)
+
+
+async def test_correct_counts_whole_engine_blocks_and_never_the_last_token() -> None:
+    h = Harness()
+    a = make_backend("a")
+    a.calibration.learn_engine_cache(None, 16)
+    h.placer.correct(h.placement(matches={"a": 10}), a, 0, prompt_tokens=630)
+    await h.tasks.drain()
+    # 640 predicted, cut to the prompt less its last token (629), then to whole blocks (624).
+    assert h.sample("gateway_cached_tokens_predicted_total", "a") == 624.0
 
 
 async def test_correct_uses_the_prediction_for_the_backend_that_answered() -> None:
     h = Harness()
     b = make_backend("b")
     placement = h.placement(matches={"a": 10, "b": 3})
-    h.placer.correct(placement, b, 0)
+    h.placer.correct(placement, b, 0, prompt_tokens=700)
     await h.tasks.drain()
     assert h.index.staleness.trust("b") < 1.0
     assert h.index.staleness.trust("a") == 1.0
@@ -294,26 +308,37 @@ async def test_correct_uses_the_prediction_for_the_backend_that_answered() -> No
 
 # --- finished ----------------------------------------------------------------------------------
 
-USAGE_TAIL = b'data: {"choices":[],"usage":{"prompt_tokens_details":{"cached_tokens":128}}}\n\n'
+USAGE = (
+    b'{"choices":[],"usage":{"prompt_tokens":700,"prompt_tokens_details":{"cached_tokens":128}}}'
+)
 
 
 async def test_finished_feeds_the_reported_cache_hit_to_correct() -> None:
     h = Harness()
     a = make_backend("a")
     placement = h.placement(matches={"a": 10})
-    outcome = ProxyOutcome(status=200, backend=a, tail_prev=USAGE_TAIL, tail=b"data: [DONE]\n\n")
+    outcome = ProxyOutcome(status=200, backend=a, usage=USAGE, tail=b"data: [DONE]\n\n")
     placement.finished(outcome)
     await h.tasks.drain()
     assert h.index.staleness.trust("a") < 1.0
     assert h.sample("gateway_cached_tokens_reported_total", "a") == 128.0
 
 
+async def test_finished_teaches_the_backends_bytes_per_token() -> None:
+    h = Harness()
+    a = make_backend("a")
+    for _ in range(8):  # calibration.min_samples
+        h.placement(prompt_tokens=875.0).finished(ProxyOutcome(status=200, backend=a, usage=USAGE))
+    # 875 tokens at 4 bytes = 3500 rendered bytes, which the engine counted as 700 tokens.
+    assert a.calibration.bytes_per_token(MODEL) == pytest.approx(5.0)
+
+
 @pytest.mark.parametrize(
     "outcome_fields",
     [
-        {"status": 502, "tail": USAGE_TAIL},
-        {"status": 200, "tail": b'{"usage":{"prompt_tokens":640}}'},
-        {"status": 200, "tail": USAGE_TAIL, "no_backend": True},
+        {"status": 502, "usage": USAGE},
+        {"status": 200, "usage": b'{"usage":{"prompt_tokens":640}}'},
+        {"status": 200, "usage": USAGE, "no_backend": True},
     ],
     ids=["error-status", "no-report", "no-backend"],
 )
@@ -333,7 +358,7 @@ async def test_finished_without_a_usable_report_does_nothing(
 async def test_finished_without_hashes_does_nothing() -> None:
     h = Harness()
     a = make_backend("a")
-    outcome = ProxyOutcome(status=200, backend=a, tail=USAGE_TAIL)
+    outcome = ProxyOutcome(status=200, backend=a, usage=USAGE)
     h.placement(hashes=[], prompt_tokens=10.0).finished(outcome)
     await h.tasks.drain()
     assert h.index.calls == []
@@ -357,8 +382,9 @@ async def test_place_looks_up_the_chain_and_routes_by_its_matches() -> None:
     assert h.index.named("lookup") == [("lookup", MODEL, hashes)]
     assert placement.route.total_blocks == len(hashes)
     assert placement.route.matches == {"b": 3}
-    assert placement.route.block_tokens == BLOCK_TOKENS
-    assert placement.route.prompt_tokens == placement.key.rendered_bytes / 4
+    assert placement.route.block_bytes == BLOCK_BYTES
+    assert placement.route.prompt_bytes == placement.key.rendered_bytes
+    assert placement.route.prompt_tokens(a) == placement.key.rendered_bytes / 4
     count = h.metrics.registry.get_sample_value(
         "gateway_routing_decision_seconds_count", {"policy": "profile:p"}
     )

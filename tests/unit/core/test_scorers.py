@@ -13,9 +13,12 @@ from gateway.routing.scorers import (
     CostScorer,
     LoadScorer,
     backend_load,
+    decode_s,
     estimated_ttft_s,
+    expected_output_tokens,
+    queue_wait_s,
 )
-from tests.unit.core.factories import make_backend, route
+from tests.unit.core.factories import MODEL, make_backend, route
 
 SCORERS = [AffinityScorer(), LoadScorer(), CostScorer()]
 
@@ -86,7 +89,7 @@ def test_load_score_prefers_the_least_loaded() -> None:
 
 def test_idle_holder_of_the_prefix_wins() -> None:
     holder, other = make_backend("holder"), make_backend("other")
-    scores = CostScorer().score(route(matches={"holder": 80}), [holder, other])
+    scores = CostScorer(objective="ttft").score(route(matches={"holder": 80}), [holder, other])
     assert scores[0] == 1.0
     assert scores[1] < scores[0]
     # 1280 uncached tokens against 6400: five times faster to first token.
@@ -112,8 +115,71 @@ def test_short_queue_on_the_holder_is_worth_waiting_for() -> None:
 def test_faster_hardware_wins_for_an_uncached_prompt() -> None:
     slow = make_backend("slow", prefill_tokens_per_s=10_000.0)
     fast = make_backend("fast", prefill_tokens_per_s=40_000.0)
-    scores = CostScorer().score(route(), [slow, fast])
+    scores = CostScorer(objective="ttft").score(route(), [slow, fast])
     assert scores == [pytest.approx(0.25), 1.0]
+
+
+def test_learned_prefill_speed_replaces_the_configured_one() -> None:
+    # Both configured alike; one has shown it prefills twice as fast.
+    slow, fast = make_backend("slow"), make_backend("fast")
+    for _ in range(8):
+        slow.calibration.observe_prefill(MODEL, 1000, 0.1)
+        fast.calibration.observe_prefill(MODEL, 1000, 0.05)
+    assert CostScorer(objective="ttft").score(route(), [slow, fast]) == [pytest.approx(0.5), 1.0]
+
+
+def test_engine_waiting_beyond_the_gateways_own_queue_counts_in_the_cost() -> None:
+    # Another replica's queue shows only in the engine's gauge; it is charged at the typical
+    # prefill this backend has seen.
+    busy = make_backend("busy", prefill_tokens_per_s=1000.0)
+    busy.state.prefill.push(1.0, now=0.0)
+    busy.state.prefill.done(0, now=0.0)  # typical prefill learned, nothing of ours queued
+    assert queue_wait_s(route(), busy) == 0.0
+    busy.state.engine = engine(running=0, waiting=4)
+    assert queue_wait_s(route(), busy) == pytest.approx(4 * busy.state.prefill.typical_s)
+    assert queue_wait_s(route(), busy) > 0.0
+
+
+def test_decode_is_slowed_by_the_batch_that_will_overlap_it() -> None:
+    b = make_backend("a", decode_s_per_token=0.02, decode_batch_slope=0.5)
+    request = route(output_tokens=100)
+    assert decode_s(request, b, 100) == pytest.approx(2.0)  # alone: 100 x 20 ms
+    b.state.in_flight = 4
+    b.state.decode_tokens_ahead = 400.0  # four requests still streaming past this one's end
+    assert decode_s(request, b, 100) == pytest.approx(100 * 0.02 * (1 + 0.5 * 4))
+    b.state.decode_tokens_ahead = 100.0  # together they overlap only a quarter each
+    assert decode_s(request, b, 100) == pytest.approx(100 * 0.02 * (1 + 0.5 * 1))
+
+
+def test_the_engines_running_count_scales_the_decode_books() -> None:
+    b = make_backend("a", decode_s_per_token=0.02, decode_batch_slope=0.5)
+    b.state.in_flight = 2
+    b.state.decode_tokens_ahead = 200.0
+    b.state.engine = engine(running=4, waiting=0)  # twice what this replica sent
+    assert decode_s(route(), b, 100) == pytest.approx(100 * 0.02 * (1 + 0.5 * 4))
+
+
+def test_completion_objective_spreads_a_hot_prefix_when_its_holder_streams_slowly() -> None:
+    holder = make_backend("holder", decode_s_per_token=0.02, decode_batch_slope=0.1)
+    other = make_backend("other", decode_s_per_token=0.02, decode_batch_slope=0.1)
+    holder.state.in_flight = 40
+    holder.state.decode_tokens_ahead = 40 * 256.0
+    request = route(matches={"holder": 80}, output_tokens=256)
+    # TTFT alone keeps the holder (1280 uncached tokens vs 6400) ...
+    assert CostScorer(objective="ttft").score(request, [holder, other])[0] == 1.0
+    # ... but 40 running requests make its stream five times slower: completion moves it.
+    assert CostScorer(objective="completion").score(request, [holder, other])[1] == 1.0
+
+
+def test_expected_output_is_capped_by_max_tokens_and_learned_from_answers() -> None:
+    b = make_backend("a")
+    assert expected_output_tokens(route(output_tokens=32), b) == 32
+    assert expected_output_tokens(route(), b) == 256.0  # calibration.output_tokens default
+    for _ in range(8):
+        b.calibration.observe_decode(MODEL, 100, 2.0, 1.0)
+    assert expected_output_tokens(route(), b) == 100.0
+    assert expected_output_tokens(route(output_tokens=32), b) == 32
+    assert expected_output_tokens(route(output_tokens=4000), b) == 100.0
 
 
 def test_cost_of_an_empty_candidate_list() -> None:

@@ -1,0 +1,259 @@
+"""What the gateway learns about a backend from what it reports, starting from the configuration.
+
+Nothing here assumes a tokenizer, a KV size or a speed: each value starts at the configured
+one and is replaced by what the engine's own reports show once there are enough of them.
+- bytes per token: the rendered prompt's bytes against `usage.prompt_tokens`;
+- prefill speed: uncached tokens against the time to first byte of requests that did not queue;
+- inter-token latency as a function of the running batch: from decode times in `usage`;
+- KV capacity: from the engine's own description of its cache (see the adapters).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+DEFAULT_WINDOW = 64
+DEFAULT_MIN_SAMPLES = 8
+
+
+def weighted_median(values: list[float], weights: list[float]) -> float:
+    """The value at half the total weight (the lower one on an exact tie)."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    half = sum(weights) / 2
+    running = 0.0
+    for i in order:
+        running += weights[i]
+        if running >= half:
+            return values[i]
+    return values[order[-1]]
+
+
+class RobustEstimate:
+    """A weighted median of the recent samples; the configured value until there are enough.
+
+    A median ignores the outliers a mean would follow (a prompt of odd text, a request that
+    waited behind another replica's traffic); the window lets the value follow a change.
+    """
+
+    __slots__ = ("_samples", "_value", "configured", "min_samples")
+
+    def __init__(
+        self,
+        configured: float,
+        *,
+        window: int = DEFAULT_WINDOW,
+        min_samples: int = DEFAULT_MIN_SAMPLES,
+    ) -> None:
+        self.configured = configured
+        self.min_samples = min_samples
+        self._samples: deque[tuple[float, float]] = deque(maxlen=window)
+        self._value = configured
+
+    def add(self, value: float, weight: float = 1.0) -> None:
+        """One observation, weighted (by tokens, typically)."""
+        if not value > 0 or not weight > 0:
+            return
+        self._samples.append((value, weight))
+        if len(self._samples) >= self.min_samples:
+            values = [v for v, _ in self._samples]
+            weights = [w for _, w in self._samples]
+            self._value = weighted_median(values, weights)
+
+    @property
+    def value(self) -> float:
+        """The learned value, or the configured one while too few samples came in."""
+        return self._value
+
+    @property
+    def learned(self) -> bool:
+        """True once the value comes from observations."""
+        return len(self._samples) >= self.min_samples
+
+    @property
+    def samples(self) -> int:
+        """Observations in the window."""
+        return len(self._samples)
+
+
+class BatchLatencyFit:
+    """Inter-token latency against the running batch: itl(n) = base + slope * (n - 1).
+
+    Real engines decode a batch in one step whose time grows with the batch, so a backend
+    carrying more running requests streams each of them slower. Fitted by weighted least
+    squares over recent requests, refitted without the samples far off the first fit; the
+    slope is never negative and the configured base (slope 0) holds until enough samples.
+    """
+
+    __slots__ = ("_samples", "base", "configured_base", "min_samples", "slope")
+
+    def __init__(
+        self,
+        configured_base_s: float,
+        configured_slope: float = 0.0,
+        *,
+        window: int = DEFAULT_WINDOW,
+        min_samples: int = DEFAULT_MIN_SAMPLES,
+    ) -> None:
+        self.configured_base = configured_base_s
+        self.base = configured_base_s
+        self.slope = configured_slope
+        self.min_samples = min_samples
+        self._samples: deque[tuple[float, float, float]] = deque(maxlen=window)
+
+    def add(self, batch: float, itl_s: float, weight: float) -> None:
+        """A request decoded at `itl_s` per token while about `batch` requests ran."""
+        if not itl_s > 0 or not weight > 0 or batch < 1:
+            return
+        self._samples.append((batch - 1.0, itl_s, weight))
+        if len(self._samples) >= self.min_samples:
+            self._refit()
+
+    def _refit(self) -> None:
+        samples = list(self._samples)
+        base, slope = _weighted_line(samples)
+        residuals = sorted(abs(y - (base + slope * x)) for x, y, _ in samples)
+        spread = residuals[len(residuals) // 2] * 3.0
+        if spread > 0:
+            kept = [s for s in samples if abs(s[1] - (base + slope * s[0])) <= spread]
+            if len(kept) >= max(3, len(samples) // 2):
+                base, slope = _weighted_line(kept)
+        slope = max(0.0, slope)
+        if slope == 0.0:
+            base = _weighted_mean([(y, w) for _, y, w in samples])
+        self.base = max(base, 1e-6)
+        self.slope = slope
+
+    def itl_s(self, batch: float) -> float:
+        """Predicted seconds per output token with `batch` requests running (at least one)."""
+        return self.base + self.slope * max(0.0, batch - 1.0)
+
+    @property
+    def learned(self) -> bool:
+        """True once the fit comes from observations."""
+        return len(self._samples) >= self.min_samples
+
+
+def _weighted_mean(pairs: list[tuple[float, float]]) -> float:
+    total = sum(w for _, w in pairs)
+    return sum(v * w for v, w in pairs) / total
+
+
+def _weighted_line(samples: list[tuple[float, float, float]]) -> tuple[float, float]:
+    """Intercept and slope of the weighted least-squares line through (x, y, weight)."""
+    total = sum(w for _, _, w in samples)
+    mean_x = sum(x * w for x, _, w in samples) / total
+    mean_y = sum(y * w for _, y, w in samples) / total
+    var = sum(w * (x - mean_x) ** 2 for x, _, w in samples)
+    if var <= 1e-12:
+        return mean_y, 0.0
+    cov = sum(w * (x - mean_x) * (y - mean_y) for x, y, w in samples)
+    slope = cov / var
+    return mean_y - slope * mean_x, slope
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationDefaults:
+    """The configured starting points and the learning window of one backend."""
+
+    bytes_per_token: float
+    prefill_tokens_per_s: float
+    itl_s: float
+    itl_batch_slope: float  # fraction of itl_s added per extra running request
+    kv_cache_tokens: int
+    output_tokens: float
+    window: int = DEFAULT_WINDOW
+    min_samples: int = DEFAULT_MIN_SAMPLES
+    learn: bool = True
+
+
+class ModelCalibration:
+    """What one backend's engine has shown about one model it serves."""
+
+    __slots__ = ("bytes_per_token", "decode", "output_tokens", "prefill_speed")
+
+    def __init__(self, defaults: CalibrationDefaults) -> None:
+        window, least = defaults.window, defaults.min_samples
+        self.bytes_per_token = RobustEstimate(
+            defaults.bytes_per_token, window=window, min_samples=least
+        )
+        self.prefill_speed = RobustEstimate(
+            defaults.prefill_tokens_per_s, window=window, min_samples=least
+        )
+        self.output_tokens = RobustEstimate(
+            defaults.output_tokens, window=window, min_samples=least
+        )
+        self.decode = BatchLatencyFit(
+            defaults.itl_s,
+            defaults.itl_s * defaults.itl_batch_slope,
+            window=window,
+            min_samples=least,
+        )
+
+
+class BackendCalibration:
+    """Per model: tokenizer ratio, prefill speed, decode latency; per backend: KV capacity."""
+
+    __slots__ = ("_models", "defaults", "engine_block_tokens", "engine_kv_tokens")
+
+    def __init__(self, defaults: CalibrationDefaults) -> None:
+        self.defaults = defaults
+        self._models: dict[str, ModelCalibration] = {}
+        self.engine_kv_tokens: int | None = None
+        self.engine_block_tokens: int | None = None
+
+    def model(self, model: str) -> ModelCalibration:
+        """The calibration of one model (created at the configured values)."""
+        found = self._models.get(model)
+        if found is None:
+            found = self._models[model] = ModelCalibration(self.defaults)
+        return found
+
+    def models(self) -> dict[str, ModelCalibration]:
+        """Every model seen so far."""
+        return dict(self._models)
+
+    def bytes_per_token(self, model: str) -> float:
+        """Rendered prompt bytes per engine token."""
+        found = self._models.get(model)
+        return found.bytes_per_token.value if found is not None else self.defaults.bytes_per_token
+
+    def prefill_tokens_per_s(self, model: str) -> float:
+        """Uncached prompt tokens prefilled per second."""
+        found = self._models.get(model)
+        if found is None:
+            return self.defaults.prefill_tokens_per_s
+        return found.prefill_speed.value
+
+    @property
+    def kv_cache_tokens(self) -> int:
+        """KV capacity in tokens: what the engine says, else the configured value."""
+        return self.engine_kv_tokens or self.defaults.kv_cache_tokens
+
+    def observe_prompt(self, model: str, rendered_bytes: int, prompt_tokens: int) -> None:
+        """The engine counted `prompt_tokens` for a prompt the gateway rendered to these bytes."""
+        if self.defaults.learn and prompt_tokens > 0 and rendered_bytes > 0:
+            self.model(model).bytes_per_token.add(rendered_bytes / prompt_tokens, prompt_tokens)
+
+    def observe_prefill(self, model: str, uncached_tokens: float, seconds: float) -> None:
+        """A request that did not queue prefilled `uncached_tokens` in `seconds`."""
+        if self.defaults.learn and seconds > 0 and uncached_tokens > 0:
+            self.model(model).prefill_speed.add(uncached_tokens / seconds, uncached_tokens)
+
+    def observe_decode(self, model: str, tokens: int, seconds: float, batch: float) -> None:
+        """`tokens` output tokens streamed in `seconds` while about `batch` requests ran."""
+        if not self.defaults.learn or tokens < 1:
+            return
+        calibration = self.model(model)
+        calibration.output_tokens.add(float(tokens))
+        if tokens >= 2 and seconds > 0:
+            calibration.decode.add(batch, seconds / (tokens - 1), tokens - 1)
+
+    def learn_engine_cache(self, kv_tokens: int | None, block_tokens: int | None) -> bool:
+        """The engine described its KV cache; True when the capacity changed."""
+        if block_tokens:
+            self.engine_block_tokens = block_tokens
+        if kv_tokens and kv_tokens != self.engine_kv_tokens:
+            self.engine_kv_tokens = kv_tokens
+            return True
+        return False
