@@ -179,6 +179,10 @@ def _attempt(
     deltas = backend_deltas(before, after)
     record["summary"] = summarize(outcomes, deltas, fleet.time_scale).to_dict()
     record["backends"] = [dataclasses.asdict(d) for d in deltas]
+    # The backends' prompt tokens over the plan's offline count: 1.0 when the benchmark
+    # tokenizes exactly as the simulator does (lower when requests failed before prefill).
+    offline = plan.upper_bound.query_tokens
+    record["token_agreement"] = sum(d.query_tokens for d in deltas) / offline if offline else 0.0
     record["ttft_sim"] = [
         round(t / fleet.time_scale, 6) for o in outcomes if (t := o.ttft_or_censored) is not None
     ]

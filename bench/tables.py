@@ -82,6 +82,9 @@ def run_line(record: Mapping[str, Any]) -> str:
         f"p99 {s['ttft_sim']['p99']:.3f} s(sim)  req max/mean {s['request_max_over_mean']:.2f}  "
         f"util {s['utilisation_mean']:.0%}  {record['wall_s']:.0f} s wall"
     )
+    agreement = record.get("token_agreement", 1.0)
+    if abs(agreement - 1.0) > 0.01:
+        text += f"  !! backends saw {agreement:.3f}x the offline prompt tokens"
     if not math.isnan(s.get("fast_share", math.nan)):
         text += f"  fast share {s['fast_share']:.1%}"
     cpus = os.cpu_count() or 1
