@@ -76,62 +76,123 @@ class RobustEstimate:
         return len(self._samples)
 
 
-class BatchLatencyFit:
-    """Inter-token latency against the running batch: itl(n) = base + slope * (n - 1).
+class RobustLine:
+    """y = intercept + slope * x over the recent samples, the slope never negative.
 
-    Real engines decode a batch in one step whose time grows with the batch, so a backend
-    carrying more running requests streams each of them slower. Fitted by weighted least
-    squares over recent requests, refitted without the samples far off the first fit; the
-    slope is never negative and the configured base (slope 0) holds until enough samples.
+    Weighted least squares, refitted without the samples far off the first fit (three
+    median absolute residuals), so a request that met a hiccup does not tilt the line. The
+    configured line holds until `min_samples` observations came in; samples that do not
+    spread along x give slope 0 and their mean.
     """
 
-    __slots__ = ("_samples", "base", "configured_base", "min_samples", "slope")
+    __slots__ = ("_samples", "intercept", "min_samples", "slope")
 
     def __init__(
         self,
-        configured_base_s: float,
-        configured_slope: float = 0.0,
+        intercept: float,
+        slope: float = 0.0,
         *,
         window: int = DEFAULT_WINDOW,
         min_samples: int = DEFAULT_MIN_SAMPLES,
     ) -> None:
-        self.configured_base = configured_base_s
-        self.base = configured_base_s
-        self.slope = configured_slope
+        self.intercept = intercept
+        self.slope = slope
         self.min_samples = min_samples
         self._samples: deque[tuple[float, float, float]] = deque(maxlen=window)
 
-    def add(self, batch: float, itl_s: float, weight: float) -> None:
-        """A request decoded at `itl_s` per token while about `batch` requests ran."""
-        if not itl_s > 0 or not weight > 0 or batch < 1:
+    def add(self, x: float, y: float, weight: float = 1.0) -> None:
+        """One observation."""
+        if not y > 0 or not weight > 0 or x < 0:
             return
-        self._samples.append((batch - 1.0, itl_s, weight))
+        self._samples.append((x, y, weight))
         if len(self._samples) >= self.min_samples:
             self._refit()
 
     def _refit(self) -> None:
         samples = list(self._samples)
-        base, slope = _weighted_line(samples)
-        residuals = sorted(abs(y - (base + slope * x)) for x, y, _ in samples)
+        intercept, slope = _weighted_line(samples)
+        residuals = sorted(abs(y - (intercept + slope * x)) for x, y, _ in samples)
         spread = residuals[len(residuals) // 2] * 3.0
         if spread > 0:
-            kept = [s for s in samples if abs(s[1] - (base + slope * s[0])) <= spread]
+            kept = [s for s in samples if abs(s[1] - (intercept + slope * s[0])) <= spread]
             if len(kept) >= max(3, len(samples) // 2):
-                base, slope = _weighted_line(kept)
-        slope = max(0.0, slope)
-        if slope == 0.0:
-            base = _weighted_mean([(y, w) for _, y, w in samples])
-        self.base = max(base, 1e-6)
+                samples = kept
+                intercept, slope = _weighted_line(samples)
+        if slope <= 0.0:
+            slope, intercept = 0.0, _weighted_mean([(y, w) for _, y, w in samples])
+        self.intercept = max(intercept, 0.0)
         self.slope = slope
 
-    def itl_s(self, batch: float) -> float:
-        """Predicted seconds per output token with `batch` requests running (at least one)."""
-        return self.base + self.slope * max(0.0, batch - 1.0)
+    def at(self, x: float) -> float:
+        """The fitted y at `x`."""
+        return self.intercept + self.slope * x
 
     @property
     def learned(self) -> bool:
         """True once the fit comes from observations."""
         return len(self._samples) >= self.min_samples
+
+
+class BatchLatencyFit(RobustLine):
+    """Inter-token latency against the running batch: itl(n) = base + slope * (n - 1).
+
+    Real engines decode a batch in one step whose time grows with the batch, so a backend
+    carrying more running requests streams each of them slower.
+    """
+
+    __slots__ = ()
+
+    def observe(self, batch: float, itl_s: float, tokens: float) -> None:
+        """A request decoded `tokens` at `itl_s` each while about `batch` requests ran."""
+        if batch >= 1:
+            self.add(batch - 1.0, itl_s, tokens)
+
+    @property
+    def base(self) -> float:
+        """Seconds per token of a request decoding alone."""
+        return max(self.intercept, 1e-6)
+
+    def itl_s(self, batch: float) -> float:
+        """Predicted seconds per output token with `batch` requests running (at least one)."""
+        return self.base + self.slope * max(0.0, batch - 1.0)
+
+
+class PrefillFit:
+    """Prefill speed from (uncached tokens, time to first byte) of requests that did not queue.
+
+    The time to first byte holds a fixed part too (the request's trip, tokenizing, the first
+    decode step) that would make short prefills look slow; a line through the samples puts
+    it in the intercept, and its slope is seconds per token. Until the samples spread enough
+    for a slope, the token-weighted median of tokens ÷ seconds stands in.
+    """
+
+    __slots__ = ("line", "ratio")
+
+    def __init__(self, configured_tokens_per_s: float, *, window: int, min_samples: int) -> None:
+        self.line = RobustLine(0.0, 0.0, window=window, min_samples=min_samples)
+        self.ratio = RobustEstimate(configured_tokens_per_s, window=window, min_samples=min_samples)
+
+    def add(self, tokens: float, seconds: float) -> None:
+        """One request that prefilled `tokens` before its first byte came `seconds` later."""
+        self.line.add(tokens, seconds)
+        self.ratio.add(tokens / seconds, tokens)
+
+    @property
+    def value(self) -> float:
+        """Tokens per second."""
+        if self.line.learned and self.line.slope > 0:
+            return 1.0 / self.line.slope
+        return self.ratio.value
+
+    @property
+    def configured(self) -> float:
+        """The configured speed, the starting point."""
+        return self.ratio.configured
+
+    @property
+    def learned(self) -> bool:
+        """True once the speed comes from observations."""
+        return self.ratio.learned
 
 
 def _weighted_mean(pairs: list[tuple[float, float]]) -> float:
@@ -177,7 +238,7 @@ class ModelCalibration:
         self.bytes_per_token = RobustEstimate(
             defaults.bytes_per_token, window=window, min_samples=least
         )
-        self.prefill_speed = RobustEstimate(
+        self.prefill_speed = PrefillFit(
             defaults.prefill_tokens_per_s, window=window, min_samples=least
         )
         self.output_tokens = RobustEstimate(
@@ -238,7 +299,7 @@ class BackendCalibration:
     def observe_prefill(self, model: str, uncached_tokens: float, seconds: float) -> None:
         """A request that did not queue prefilled `uncached_tokens` in `seconds`."""
         if self.defaults.learn and seconds > 0 and uncached_tokens > 0:
-            self.model(model).prefill_speed.add(uncached_tokens / seconds, uncached_tokens)
+            self.model(model).prefill_speed.add(uncached_tokens, seconds)
 
     def observe_decode(self, model: str, tokens: int, seconds: float, batch: float) -> None:
         """`tokens` output tokens streamed in `seconds` while about `batch` requests ran."""
@@ -247,7 +308,7 @@ class BackendCalibration:
         calibration = self.model(model)
         calibration.output_tokens.add(float(tokens))
         if tokens >= 2 and seconds > 0:
-            calibration.decode.add(batch, seconds / (tokens - 1), tokens - 1)
+            calibration.decode.observe(batch, seconds / (tokens - 1), tokens - 1)
 
     def learn_engine_cache(self, kv_tokens: int | None, block_tokens: int | None) -> bool:
         """The engine described its KV cache; True when the capacity changed."""
