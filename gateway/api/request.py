@@ -71,7 +71,10 @@ def _asking_for_usage(body: bytes, data: dict[str, Any]) -> bytes | None:
     if "stream_options" not in data:
         # Prepend the key: the body is an object with at least `model`, so a comma follows.
         return _ASK_USAGE + body.lstrip()[1:]
-    if isinstance(options, dict) and options.get("include_usage") is True:
+    if isinstance(options, dict) and (
+        options.get("include_usage") is True or options.get("continuous_usage_stats")
+    ):
+        # Usage on every chunk could not be taken back out: leave such a request as it is.
         return None
     merged = {**options, "include_usage": True} if isinstance(options, dict) else _USAGE_ONLY
     return orjson.dumps({**data, "stream_options": merged})
