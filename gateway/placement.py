@@ -97,8 +97,12 @@ class Placement:
     def first_byte(self, backend: Backend) -> None:
         """The backend started answering: its prefill for this request is over."""
         if self._first_byte_at is None:
-            self._first_byte_at = time.monotonic()
+            now = time.monotonic()
+            self._first_byte_at = now
             self._batch_at_first_byte = running_batch(backend)
+            state = backend.state
+            state.decoding += 1
+            state.decoding_since_sum += now
             self._settle(backend)
 
     def _settle(self, backend: Backend) -> None:
@@ -117,6 +121,11 @@ class Placement:
         state = backend.state
         state.in_flight -= 1
         state.decode_tokens_ahead = max(0.0, state.decode_tokens_ahead - self._decode_tokens)
+        if self._first_byte_at is not None:
+            state.decoding -= 1
+            state.decoding_since_sum -= self._first_byte_at
+            if state.decoding == 0:
+                state.decoding_since_sum = 0.0  # no drift from float sums
         self._placer.groups.ended(self.key)
         self._cancel_timer()
         if not self._settled:

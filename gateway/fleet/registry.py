@@ -45,9 +45,17 @@ class BackendState:
     consecutive_successes: int = 0
     learned_max_context: int | None = None
     engine: EngineLoad | None = None
-    # Output tokens still expected from the requests in flight (the decode work ahead).
+    # Output tokens expected from the requests in flight, and of those already streaming how
+    # many there are and the sum of their first-byte times: what they still owe is the first
+    # less what their time streaming has paid off, in O(1) per decision.
     decode_tokens_ahead: float = 0.0
     decoding: int = 0
+    decoding_since_sum: float = 0.0
+
+    def decode_tokens_owed(self, now: float, itl_s: float) -> float:
+        """Output tokens the requests in flight still owe, about."""
+        streamed = (self.decoding * now - self.decoding_since_sum) / itl_s if itl_s > 0 else 0.0
+        return max(0.0, self.decode_tokens_ahead - streamed)
 
 
 @dataclass(frozen=True, slots=True)

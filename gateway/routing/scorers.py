@@ -59,19 +59,19 @@ def decode_s(request: RouteRequest, backend: Backend, output_tokens: float) -> f
 
     The batch is the requests running there that will still be decoding while this one is:
     each counts in proportion to how much of this request's output its remaining work
-    overlaps (the gateway's books of tokens still expected, scaled up to the engine's own
+    overlaps (the gateway's books of tokens still owed, scaled up to the engine's own
     `running` count when other replicas send there too).
     """
     state = backend.state
+    fit = backend.calibration.model(request.model).decode
     others = float(state.in_flight)
-    ahead = state.decode_tokens_ahead
+    ahead = state.decode_tokens_owed(request.now, fit.itl_s(max(1.0, others)))
     engine = state.engine
     if engine is not None and engine.running + engine.waiting > others:
         seen = engine.running + engine.waiting
         ahead = ahead * seen / others if others else seen * output_tokens
         others = seen
     overlap = min(others, ahead / max(output_tokens, 1.0))
-    fit = backend.calibration.model(request.model).decode
     return output_tokens * fit.itl_s(1.0 + overlap)
 
 

@@ -243,3 +243,13 @@ def test_miss_penalty_keeps_a_busy_holder_longer() -> None:
     assert plain[1] > plain[0]  # by TTFT alone, b wins
     charged = CostScorer(1.0).score(request, [holder, other])
     assert charged[0] > charged[1]  # recomputing 90 held blocks costs b another 0.576 s
+
+
+def test_tokens_owed_fall_as_the_requests_in_flight_stream() -> None:
+    b = make_backend("a")
+    state = b.state
+    state.decode_tokens_ahead = 300.0  # three requests expecting 100 tokens each
+    state.decoding, state.decoding_since_sum = 2, 10.0 + 11.0  # two streaming since 10 s, 11 s
+    assert state.decode_tokens_owed(now=11.0, itl_s=0.02) == pytest.approx(300.0 - 50.0)
+    assert state.decode_tokens_owed(now=12.0, itl_s=0.02) == pytest.approx(300.0 - 150.0)
+    assert state.decode_tokens_owed(now=60.0, itl_s=0.02) == 0.0
