@@ -59,7 +59,9 @@ def _csv(text: str) -> list[str]:
 def parts(args: argparse.Namespace, known: frozenset[str]) -> list[tuple[str, list[str]]]:
     """(name, routing_quality flags) of every configuration, in run order."""
     skip = set(_csv(args.skip))
-    sim: list[str] = ["--decode-batch-slowdown", str(args.decode_batch_slowdown)]
+    sim: list[str] = []
+    if "--decode-batch-slowdown" in known:
+        sim += ["--decode-batch-slowdown", str(args.decode_batch_slowdown)]
     if "--scheduler" in known:
         sim += ["--scheduler", args.scheduler]
     size = [] if args.full else ["--quick"]
@@ -147,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     skipped: list[str] = []
     todo = parts(args, known)
+    missing = [f for f in ("--scheduler", "--decode-batch-slowdown", "--bytes-per-token")
+               if f not in known]  # fmt: skip
+    if missing:
+        print(f"!! this simulator has no {', '.join(missing)}: parts run without them")
     with contextlib.ExitStack() as stack:
         for name, flags in todo:
             if time.monotonic() - started > args.max_minutes * 60:

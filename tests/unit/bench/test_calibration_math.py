@@ -192,10 +192,11 @@ def test_model_len_grows_to_fit_the_longest_request() -> None:
 
 def test_matrix_parts_and_report() -> None:
     args = build_parser().parse_args(["--skip", "gateways"])
-    names = [name for name, _ in parts(args, frozenset({"--scheduler"}))]
+    names = [name for name, _ in parts(args, frozenset({"--scheduler", "--decode-batch-slowdown"}))]
     assert names == ["bpt-3", "bpt-4.5", "bpt-6", "hetero-equal"]
     flags = dict(parts(args, frozenset()))["bpt-6"]
     assert "--scheduler" not in flags
+    assert "--decode-batch-slowdown" not in flags
     assert "--quick" in flags
     assert isinstance(args, argparse.Namespace)
     result = {
