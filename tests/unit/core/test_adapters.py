@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.fleet.adapters.base import EngineAdapter, LoadSample
+from gateway.fleet.adapters.base import EngineAdapter, EngineCache, LoadSample
 from gateway.fleet.adapters.engines import (
     OpenAIAdapter,
     SglangAdapter,
@@ -366,3 +366,166 @@ def test_kv_usage_stays_a_fraction_with_data_parallel_engines() -> None:
     assert sample.running == 2.0
     assert sample.kv_usage is not None
     assert 0.0 <= sample.kv_usage <= 1.0
+
+
+# --- parse_cache, parse_info, start time -------------------------------------------------------
+
+VLLM_CACHE_INFO = (
+    "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n"
+    "# TYPE vllm:cache_config_info gauge\n"
+    'vllm:cache_config_info{block_size="16",cache_dtype="auto",calculate_kv_scales="False",'
+    'cpu_offload_gb="0",enable_prefix_caching="True",gpu_memory_utilization="0.9",'
+    'is_attention_free="False",num_cpu_blocks="None",num_gpu_blocks="2048",'
+    'num_gpu_blocks_override="None",prefix_caching_hash_algo="builtin",sliding_window="None",'
+    'swap_space="4",swap_space_bytes="4294967296"} 1.0\n'
+)
+
+
+def test_vllm_cache_from_cache_config_info_labels() -> None:
+    cache = adapter_for("vllm").parse_cache(VLLM_METRICS + VLLM_CACHE_INFO)
+    assert cache == EngineCache(capacity_tokens=2048 * 16, block_tokens=16)
+    assert cache.capacity_tokens == 32768
+
+
+def test_vllm_cache_prefers_an_explicit_token_count() -> None:
+    text = (
+        'vllm:cache_config_info{block_size="32",kv_cache_size_tokens="50000",'
+        'num_gpu_blocks="8"} 1\n'
+    )
+    assert adapter_for("vllm").parse_cache(text) == EngineCache(50000, 32)
+
+
+def test_vllm_cache_absent_is_none() -> None:
+    adapter = adapter_for("vllm")
+    assert adapter.parse_cache(VLLM_METRICS) is None
+    assert adapter.parse_cache("") is None
+    # A metric whose name only starts the same is not the cache description.
+    assert (
+        adapter.parse_cache('vllm:cache_config_info_x{num_gpu_blocks="8",block_size="16"} 1\n')
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        'block_size="None",num_gpu_blocks="None"',
+        'block_size="abc",num_gpu_blocks="lots"',
+        'block_size="0",num_gpu_blocks="-5"',
+        'cache_dtype="auto"',
+        "",
+    ],
+)
+def test_vllm_cache_garbage_values_give_none(labels: str) -> None:
+    text = "vllm:cache_config_info{" + labels + "} 1.0\n"
+    assert adapter_for("vllm").parse_cache(text) is None
+
+
+def test_vllm_cache_without_a_block_count_has_no_capacity() -> None:
+    text = 'vllm:cache_config_info{block_size="16",num_gpu_blocks="None"} 1.0\n'
+    cache = adapter_for("vllm").parse_cache(text)
+    assert cache is None or cache.capacity_tokens is None
+
+
+def test_other_engines_do_not_read_vllm_cache_labels() -> None:
+    for kind in ("sglang", "tgi", "openai"):
+        assert adapter_for(kind).parse_cache(VLLM_CACHE_INFO) is None  # type: ignore[arg-type]
+
+
+def test_vllm_start_time_is_read_into_the_sample() -> None:
+    text = (
+        VLLM_METRICS
+        + "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds 1.7331e+09\n"
+    )
+    sample = adapter_for("vllm").parse_load(text)
+    assert sample is not None
+    assert sample.started_at == 1.7331e09
+    assert sample.running == 5.0
+
+
+def test_start_time_of_several_processes_is_the_latest() -> None:
+    text = (
+        "sglang:num_running_reqs 1\n"
+        'process_start_time_seconds{rank="0"} 1000.0\n'
+        'process_start_time_seconds{rank="1"} 1005.0\n'
+    )
+    sample = adapter_for("sglang").parse_load(text)
+    assert sample is not None
+    assert sample.started_at == 1005.0
+
+
+def test_start_time_absent_is_none() -> None:
+    sample = adapter_for("vllm").parse_load(VLLM_METRICS)
+    assert sample is not None
+    assert sample.started_at is None
+    # TGI exports no start time: its restarts are seen by its counters only.
+    tgi = adapter_for("tgi").parse_load(TGI_METRICS + "process_start_time_seconds 5.0\n")
+    assert tgi is not None
+    assert tgi.started_at is None
+
+
+def test_sglang_info_top_level_tokens() -> None:
+    info = {
+        "model_path": "meta-llama/Llama-3.1-8B-Instruct",
+        "tp_size": 1,
+        "page_size": 1,
+        "max_total_num_tokens": 412_345,
+        "version": "0.4.6",
+    }
+    assert adapter_for("sglang").parse_info(info) == EngineCache(412_345, 1)
+
+
+def test_sglang_info_per_rank_internal_states_add_up() -> None:
+    info = {
+        "model_path": "m",
+        "dp_size": 2,
+        "page_size": 16,
+        "internal_states": [
+            {"max_total_num_tokens": 200_000, "last_gen_throughput": 12.5},
+            {"max_total_num_tokens": 210_000, "last_gen_throughput": 11.0},
+        ],
+    }
+    assert adapter_for("sglang").parse_info(info) == EngineCache(410_000, 16)
+
+
+@pytest.mark.parametrize(
+    "info",
+    [
+        {"model_path": "m"},
+        {"max_total_num_tokens": "lots"},
+        {"max_total_num_tokens": 0},
+        {"internal_states": []},
+        {"internal_states": [{"last_gen_throughput": 1.0}, "x"]},
+        {"internal_states": "nope"},
+        [1, 2],
+        None,
+    ],
+    ids=repr,
+)
+def test_sglang_info_without_a_capacity_is_none(info: Any) -> None:
+    assert adapter_for("sglang").parse_info(info) is None
+
+
+def test_tgi_info_max_batch_total_tokens() -> None:
+    info = {
+        "model_id": "meta-llama/Llama-3.1-8B-Instruct",
+        "max_concurrent_requests": 128,
+        "max_input_tokens": 4095,
+        "max_total_tokens": 4096,
+        "max_batch_total_tokens": 143_104,
+        "version": "3.0.1",
+    }
+    assert adapter_for("tgi").parse_info(info) == EngineCache(143_104, None)
+
+
+@pytest.mark.parametrize("info", [{"model_id": "m"}, {"max_batch_total_tokens": None}, "x"])
+def test_tgi_info_without_a_capacity_is_none(info: Any) -> None:
+    assert adapter_for("tgi").parse_info(info) is None
+
+
+def test_info_paths_per_engine() -> None:
+    assert adapter_for("sglang").info_path == "/get_server_info"
+    assert adapter_for("tgi").info_path == "/info"
+    assert adapter_for("vllm").info_path is None
+    assert adapter_for("openai").info_path is None
+    assert adapter_for("vllm").parse_info({"max_total_num_tokens": 5}) is None
