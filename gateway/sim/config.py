@@ -10,6 +10,9 @@ from typing import Any, Literal, get_args
 FlavorName = Literal["vllm", "sglang", "tgi"]
 FLAVORS: tuple[FlavorName, ...] = get_args(FlavorName)
 
+SchedulerName = Literal["batched", "fifo"]
+SCHEDULERS: tuple[SchedulerName, ...] = get_args(SchedulerName)
+
 FaultName = Literal["error", "429", "503", "abort_midstream", "midstream_error", "slow_first_token"]
 FAULT_NAMES: tuple[FaultName, ...] = get_args(FaultName)
 
@@ -18,7 +21,14 @@ DEFAULT_SLOW_FIRST_TOKEN_S = 1.0
 
 @dataclass(frozen=True, slots=True)
 class SimBackendConfig:
-    """Static description of one simulated model server (engine flavor, cache, speed)."""
+    """Static description of one simulated model server (engine flavor, cache, speed).
+
+    `scheduler` "batched" steps like vLLM's v1 scheduler: each step gives every running decode
+    one token, then chunk-prefills waiting requests FIFO within `max_num_batched_tokens`, and
+    lasts prefill_tokens / prefill_tokens_per_s + decode_s_per_token * (1 +
+    decode_batch_slowdown * (batch - 1)) when it decodes (all scaled by time_scale). "fifo" is
+    the old model: one prefill at a time, decodes free of each other.
+    """
 
     backend_id: str = "sim-0"
     flavor: FlavorName = "vllm"
@@ -32,22 +42,44 @@ class SimBackendConfig:
     default_max_tokens: int = 16
     report_cached_tokens: bool = True
     seed: int = 0
+    bytes_per_token: float = 4.4
+    scheduler: SchedulerName = "batched"
+    max_num_batched_tokens: int = 2048
+    max_num_seqs: int = 256
+    decode_batch_slowdown: float = 0.03
+    tgi_version: str = "3.3.4"
 
     def __post_init__(self) -> None:
         if self.flavor not in FLAVORS:
             raise ValueError(f"flavor must be one of {FLAVORS}, got {self.flavor!r}")
-        for name in ("max_model_len", "block_size", "cache_capacity_blocks", "default_max_tokens"):
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        for name in (
+            "max_model_len", "block_size", "cache_capacity_blocks", "default_max_tokens",
+            "max_num_batched_tokens", "max_num_seqs",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.prefill_tokens_per_s <= 0:
             raise ValueError("prefill_tokens_per_s must be > 0")
         if self.decode_s_per_token < 0 or self.time_scale < 0:
             raise ValueError("decode_s_per_token and time_scale must be >= 0")
+        if self.decode_batch_slowdown < 0:
+            raise ValueError("decode_batch_slowdown must be >= 0")
+        if not self.bytes_per_token >= 1:
+            raise ValueError("bytes_per_token must be >= 1")
+        if not self.tgi_version[:1].isdigit():
+            raise ValueError("tgi_version must look like 3.3.4")
 
     @property
     def zero_latency(self) -> bool:
         """True when every simulated delay is skipped."""
         return self.time_scale == 0
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        """KV cache capacity in tokens, as the engines report it."""
+        return self.cache_capacity_blocks * self.block_size
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready view of the configuration."""

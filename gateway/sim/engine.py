@@ -1,162 +1,96 @@
-"""Latency model and accounting of one simulated backend (FIFO prefill, concurrent decode)."""
+"""Latency model and accounting of one simulated backend (batched steps or legacy FIFO)."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from enum import Enum
-from typing import Any, Literal
 
 from gateway.sim.config import SimBackendConfig
 from gateway.sim.kvcache import PrefixKVCache
+from gateway.sim.scheduler import BatchScheduler, FifoScheduler, Scheduler
+from gateway.sim.state import EngineStats, Outcome, StepRecord, Ticket, TicketState
+from gateway.sim.tokenizer import Tokenizer
 
-Outcome = Literal["success", "error", "cancelled", "aborted"]
+__all__ = ["EngineStats", "Outcome", "SimEngine", "StepRecord", "Ticket", "TicketState"]
+
 _HIT_RATE_WINDOW = 64
-
-
-@dataclass(slots=True)
-class EngineStats:
-    """Counters and gauges of one backend (plain ints/floats, mutated on its event loop)."""
-
-    requests_total: int = 0
-    requests_running: int = 0
-    requests_waiting: int = 0
-    waiting_prompt_tokens: int = 0
-    success_total: int = 0
-    success_stop_total: int = 0
-    success_length_total: int = 0
-    cancelled_total: int = 0
-    errors_total: int = 0
-    aborted_total: int = 0
-    prefills_total: int = 0
-    prompt_tokens_total: int = 0
-    generation_tokens_total: int = 0
-    prefix_cache_queries_tokens: int = 0
-    prefix_cache_hits_tokens: int = 0
-    prefill_busy_seconds: float = 0.0
-    active_blocks: int = 0
-    epoch: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy."""
-        return dataclasses.asdict(self)
-
-
-class TicketState(Enum):
-    """Where a request is in the engine."""
-
-    NEW = 0
-    WAITING = 1
-    RUNNING = 2
-    CLOSED = 3
-
-
-class Ticket:
-    """Per-request accounting handle; close() it exactly once (extra calls are ignored)."""
-
-    __slots__ = ("blocks", "state")
-
-    def __init__(self) -> None:
-        self.state = TicketState.NEW
-        self.blocks = 0
+_STEP_LOG = 4096
 
 
 class SimEngine:
-    """Per-backend engine model: one prefill at a time in FIFO order, decodes in parallel.
+    """Per-backend engine model: admission, prefix cache, KV accounting and a scheduler.
 
-    Thread-safety: counters are mutated on the backend's event loop only; any thread may
-    block in wait_for() until a predicate over the stats holds.
+    The scheduler decides when prompt tokens are computed and output tokens produced
+    (`scheduler.BatchScheduler` by default, `FifoScheduler` for the legacy model); this class
+    keeps the books. Thread-safety: state is mutated on the backend's event loop only; any
+    thread may block in wait_for() until a predicate over the stats holds.
     """
 
     def __init__(self, config: SimBackendConfig) -> None:
         self.config = config
         self.stats = EngineStats()
         self.cache = PrefixKVCache(config.cache_capacity_blocks)
+        self.tokenizer = Tokenizer(config.bytes_per_token)
         self.prefill_s_per_token = config.time_scale / config.prefill_tokens_per_s
         self.decode_delay_s = config.decode_s_per_token * config.time_scale
-        self._lock: asyncio.Lock | None = None
-        self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self.started_at = round(time.time(), 2)
+        self.recent_steps: deque[StepRecord] = deque(maxlen=_STEP_LOG)
         self._hit_window: deque[tuple[int, int]] = deque(maxlen=_HIT_RATE_WINDOW)
         self._cond = threading.Condition()
+        self._next_rid = 0
+        self.scheduler: Scheduler = (
+            BatchScheduler(self) if config.scheduler == "batched" else FifoScheduler(self)
+        )
 
     @property
     def zero_latency(self) -> bool:
         """True when prefill and decode take no time at all."""
         return self.config.time_scale == 0
 
+    @property
+    def decode_free(self) -> bool:
+        """True when generated tokens cost no time (every token is ready after prefill)."""
+        return self.decode_delay_s == 0
+
     def open(self) -> Ticket:
         """Account a new generation request."""
         self.stats.requests_total += 1
-        return Ticket()
+        self._next_rid += 1
+        return Ticket(self._next_rid)
 
+    # ---- the request's view -----------------------------------------------------------------
     async def prefill(
-        self, ticket: Ticket, n_tokens: int, hashes: Sequence[int], reserve: int
+        self, ticket: Ticket, n_tokens: int, hashes: Sequence[int], max_tokens: int = 1
     ) -> int:
         """Queue for and run the prefill; returns the cached prompt tokens.
 
-        `reserve` is the number of tokens (prompt + generation) to count as KV in use.
-        Cancellation leaves the queue (or aborts the prefill) without caching anything.
+        Returns when the first output token exists. Cancellation leaves the queue (or aborts
+        the prefill) without caching anything; the caller then close()s the ticket.
         """
-        if self.prefill_s_per_token == 0:
-            return self._admit(ticket, n_tokens, hashes, reserve, insert=True)
-        stats = self.stats
-        ticket.state = TicketState.WAITING
-        stats.requests_waiting += 1
-        stats.waiting_prompt_tokens += n_tokens
-        self._notify()
-        lock = self._get_lock()
-        try:
-            await lock.acquire()
-        finally:
-            stats.waiting_prompt_tokens -= n_tokens
-        try:
-            stats.requests_waiting -= 1
-            cached = self._admit(ticket, n_tokens, hashes, reserve, insert=False)
-            self._notify()
-            started = time.monotonic()
-            try:
-                await asyncio.sleep((n_tokens - cached) * self.prefill_s_per_token)
-            finally:
-                stats.prefill_busy_seconds += time.monotonic() - started
-            self.cache.insert(hashes)
-        finally:
-            lock.release()
-        return cached
+        ticket.prompt_tokens = n_tokens
+        ticket.hashes = hashes
+        ticket.max_tokens = max(1, max_tokens)
+        if self.zero_latency:
+            self.admit(ticket)
+            self.complete_prefill(ticket)
+            return ticket.cached
+        return await self.scheduler.prefill(ticket)
 
-    def _admit(
-        self, ticket: Ticket, n_tokens: int, hashes: Sequence[int], reserve: int, *, insert: bool
-    ) -> int:
-        bs = self.config.block_size
-        matched = min(self.cache.match(hashes), (n_tokens - 1) // bs) if hashes else 0
-        cached = matched * bs
-        if insert:
-            self.cache.insert(hashes)
-        stats = self.stats
-        ticket.state = TicketState.RUNNING
-        ticket.blocks = -(-reserve // bs)
-        stats.requests_running += 1
-        stats.active_blocks += ticket.blocks
-        stats.prefills_total += 1
-        stats.prompt_tokens_total += n_tokens
-        stats.prefix_cache_queries_tokens += n_tokens
-        stats.prefix_cache_hits_tokens += cached
-        self._hit_window.append((cached, n_tokens))
-        return cached
+    async def decode(self, ticket: Ticket, produced: int) -> int:
+        """Wait until more than `produced` output tokens exist; returns how many exist."""
+        if ticket.generated > produced or ticket.generated >= ticket.max_tokens:
+            return ticket.generated
+        return await self.scheduler.decode(ticket, produced)
 
-    def _get_lock(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        if self._lock is None or self._lock_loop is not loop:
-            self._lock = asyncio.Lock()
-            self._lock_loop = loop
-        return self._lock
+    async def finish(self, ticket: Ticket, produced: int) -> None:
+        """Wait until every output token exists."""
+        if ticket.generated < ticket.max_tokens:
+            await self.scheduler.finish(ticket, produced)
 
     def close(self, ticket: Ticket, outcome: Outcome, finish_reason: str | None = None) -> None:
-        """Finish a request: release its slot and count the outcome."""
+        """Finish a request: release its slot and blocks at once and count the outcome."""
         state = ticket.state
         if state is TicketState.CLOSED:
             return
@@ -164,9 +98,13 @@ class SimEngine:
         stats = self.stats
         if state is TicketState.WAITING:
             stats.requests_waiting -= 1
+            stats.waiting_prompt_tokens -= ticket.prompt_tokens
         elif state is TicketState.RUNNING:
             stats.requests_running -= 1
             stats.active_blocks -= ticket.blocks
+            self.cache.release(ticket.hashes[: ticket.held], ticket.cache_generation)
+        if state is not TicketState.NEW:
+            self.scheduler.discard(ticket)
         if outcome == "success":
             stats.success_total += 1
             if finish_reason == "stop":
@@ -182,12 +120,76 @@ class SimEngine:
             stats.errors_total += 1
         self._notify()
 
+    # ---- the scheduler's hooks --------------------------------------------------------------
+    def enqueue(self, ticket: Ticket) -> None:
+        """Count a ticket as waiting."""
+        ticket.state = TicketState.WAITING
+        self.stats.requests_waiting += 1
+        self.stats.waiting_prompt_tokens += ticket.prompt_tokens
+        self._notify()
+
+    def fits(self, ticket: Ticket) -> bool:
+        """True when the ticket's prompt blocks fit in the KV blocks not yet in use."""
+        need = -(-ticket.prompt_tokens // self.config.block_size)
+        return self.stats.active_blocks + need <= self.config.cache_capacity_blocks
+
+    def admit(self, ticket: Ticket) -> None:
+        """Start running a ticket: match and pin its cached prefix, count it as running."""
+        stats = self.stats
+        if ticket.state is TicketState.WAITING:
+            stats.requests_waiting -= 1
+            stats.waiting_prompt_tokens -= ticket.prompt_tokens
+        bs = self.config.block_size
+        n_tokens, hashes = ticket.prompt_tokens, ticket.hashes
+        matched = min(self.cache.match(hashes), (n_tokens - 1) // bs) if hashes else 0
+        self.cache.acquire(hashes[:matched])
+        ticket.held = matched
+        ticket.cache_generation = self.cache.generation
+        ticket.cached = ticket.computed = matched * bs
+        ticket.state = TicketState.RUNNING
+        ticket.blocks = -(-(n_tokens + ticket.max_tokens) // bs)
+        stats.requests_running += 1
+        stats.active_blocks += ticket.blocks
+        stats.prefills_total += 1
+        stats.prompt_tokens_total += n_tokens
+        stats.prefix_cache_queries_tokens += n_tokens
+        stats.prefix_cache_hits_tokens += ticket.cached
+        self._hit_window.append((ticket.cached, n_tokens))
+        self._notify()
+
+    def complete_prefill(self, ticket: Ticket) -> None:
+        """The prompt is computed: cache (and pin) its full blocks; the first token exists."""
+        ticket.computed = ticket.prompt_tokens
+        if ticket.cache_generation == self.cache.generation:
+            self.cache.acquire(ticket.hashes[ticket.held :])
+            ticket.held = len(ticket.hashes)
+        free = self.zero_latency or self.decode_free
+        ticket.generated = ticket.max_tokens if free else 1
+        self.wake(ticket)
+
+    def wake(self, ticket: Ticket) -> None:
+        """Resolve the ticket's pending wait, if any."""
+        waiter = ticket.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def record_step(self, record: StepRecord, wall_s: float) -> None:
+        """Account one scheduler step (`wall_s`: its scaled duration)."""
+        stats = self.stats
+        stats.steps_total += 1
+        stats.step_seconds_total += record.duration_s
+        if record.prefill_tokens:
+            stats.prefill_busy_seconds += wall_s
+        self.recent_steps.append(record)
+
+    # ---- admin and observation --------------------------------------------------------------
     def reset_cache(self, *, restart: bool) -> None:
-        """Drop the prefix cache; a restart also bumps the epoch."""
+        """Drop the prefix cache; a restart also bumps the epoch and the start time."""
         self.cache.clear()
         self._hit_window.clear()
         if restart:
             self.stats.epoch += 1
+            self.started_at = round(max(time.time(), self.started_at + 0.01), 2)
         self._notify()
 
     def _notify(self) -> None:

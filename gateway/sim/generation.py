@@ -82,7 +82,7 @@ class GenerationHandler:
         try:
             if self.faults.loading:
                 raise SimRequestError(ErrorKind.UNAVAILABLE, "The model is still loading")
-            req = parse_request(body, kind, self.config)
+            req = parse_request(body, kind, self.config, engine.tokenizer)
             fault = self._pick_fault(req)
             if fault in _EARLY_FAULTS:
                 raise SimRequestError(*_EARLY_FAULTS[fault])
@@ -136,8 +136,9 @@ class GenerationHandler:
     async def _prefill(self, call: _Call) -> int:
         prompt = call.req.prompt
         hashes = block_hashes_packed(prompt.packed, self.config.block_size)
-        reserve = prompt.n_tokens + call.req.max_tokens
-        cached = await self.engine.prefill(call.ticket, prompt.n_tokens, hashes, reserve)
+        cached = await self.engine.prefill(
+            call.ticket, prompt.n_tokens, hashes, call.req.max_tokens
+        )
         if call.delay:
             await asyncio.sleep(call.delay)
         return cached
@@ -151,20 +152,25 @@ class GenerationHandler:
         keepalive = b":\n\n" if tgi and self.faults.tgi_keepalive else b""
         tpl = self.flavor.stream_template(call.meta, req.finish_reason, prefix)
         n = req.max_tokens
-        step = self.engine.decode_delay_s
+        limit = n // 2 if call.fault in _MIDSTREAM_FAULTS else n
+        engine, ticket = self.engine, call.ticket
         digest = req.prompt.digest
         buf: list[bytes] = [tpl.first] if tpl.first is not None else []
-        for i in range(n // 2 if call.fault in _MIDSTREAM_FAULTS else n):
-            if i and step:
-                await asyncio.sleep(step)
-            if keepalive:
-                buf.append(keepalive)
-            piece = (_NEXT_PIECES if i else _FIRST_PIECES)[output_word_index(digest, i)]
-            buf.append(tpl.token_event(piece, i == n - 1))
-            stats.generation_tokens_total += 1
-            if step:
-                await send(_body(b"".join(buf), more=True))
-                buf.clear()
+        sent = 0
+        produced = ticket.generated
+        while sent < limit:
+            if sent >= produced:  # flush what exists, then wait for the engine's next tokens
+                if buf:
+                    await send(_body(b"".join(buf), more=True))
+                    buf.clear()
+                produced = await engine.decode(ticket, produced)
+            for i in range(sent, min(produced, limit)):
+                if keepalive:
+                    buf.append(keepalive)
+                piece = (_NEXT_PIECES if i else _FIRST_PIECES)[output_word_index(digest, i)]
+                buf.append(tpl.token_event(piece, i == n - 1))
+            stats.generation_tokens_total += min(produced, limit) - sent
+            sent = min(produced, limit)
         await self._end_stream(call, buf, prefix, cached)
 
     async def _end_stream(self, call: _Call, buf: list[bytes], prefix: bytes, cached: int) -> None:
@@ -191,8 +197,7 @@ class GenerationHandler:
         req, engine, send = call.req, self.engine, call.send
         cached = await self._prefill(call)
         n = req.max_tokens
-        if engine.decode_delay_s and n > 1:
-            await asyncio.sleep((n - 1) * engine.decode_delay_s)
+        await engine.finish(call.ticket, call.ticket.generated)
         engine.stats.generation_tokens_total += n
         call.finished = True
         if call.fault == "midstream_error":

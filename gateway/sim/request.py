@@ -9,7 +9,8 @@ from typing import Any, Literal
 import orjson
 
 from gateway.sim.config import DEFAULT_SLOW_FIRST_TOKEN_S, FAULT_NAMES, SimBackendConfig
-from gateway.sim.tokens import MAX_TOKEN_ID, Prompt, render_chat
+from gateway.sim.tokenizer import Tokenizer
+from gateway.sim.tokens import DEFAULT_TOKENIZER, MAX_TOKEN_ID, Prompt, render_chat
 
 RequestKind = Literal["chat", "completion"]
 
@@ -61,8 +62,13 @@ class SimRequest:
     fault_delay_s: float
 
 
-def parse_request(body: bytes, kind: RequestKind, config: SimBackendConfig) -> SimRequest:
-    """Parse and validate a body as the configured engine would."""
+def parse_request(
+    body: bytes,
+    kind: RequestKind,
+    config: SimBackendConfig,
+    tokenizer: Tokenizer = DEFAULT_TOKENIZER,
+) -> SimRequest:
+    """Parse and validate a body as the configured engine would (with its tokenizer)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -73,9 +79,9 @@ def parse_request(body: bytes, kind: RequestKind, config: SimBackendConfig) -> S
     stream = _opt_bool(data, "stream") or False
     include_usage = _include_usage(data, stream, config)
     if kind == "chat":
-        prompt = Prompt.from_text(_render_messages(data))
+        prompt = Prompt.from_text(_render_messages(data), tokenizer)
     else:
-        prompt = _completion_prompt(data.get("prompt"))
+        prompt = _completion_prompt(data.get("prompt"), tokenizer)
     requested = _max_tokens(data)
     limit = config.max_model_len
     if prompt.n_tokens + (requested or 1) > limit:
@@ -173,17 +179,17 @@ def _check_message(i: int, message: Any) -> None:
             raise SimRequestError(ErrorKind.SCHEMA, f"{where}.content.{j}: invalid content part")
 
 
-def _completion_prompt(prompt: Any) -> Prompt:
+def _completion_prompt(prompt: Any, tokenizer: Tokenizer) -> Prompt:
     if prompt is None:
         raise SimRequestError(ErrorKind.SCHEMA, "prompt: Field required")
     if isinstance(prompt, str):
         if not prompt:
             raise SimRequestError(ErrorKind.INVALID_VALUE, "prompt must not be empty")
-        return Prompt.from_text(prompt)
+        return Prompt.from_text(prompt, tokenizer)
     if not isinstance(prompt, list) or not prompt:
         raise SimRequestError(ErrorKind.SCHEMA, "prompt: Input should be a string or a list")
     if all(isinstance(p, str) for p in prompt):
-        return Prompt.from_text("".join(prompt))
+        return Prompt.from_text("".join(prompt), tokenizer)
     if all(_is_token(t) for t in prompt):
         return Prompt.from_token_ids(prompt)
     if all(isinstance(p, list) and p and all(_is_token(t) for t in p) for p in prompt):

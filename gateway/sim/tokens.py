@@ -1,8 +1,9 @@
-"""Deterministic pseudo-tokenizer, chat rendering and prefix block hashing of the simulator.
+"""Prompts as token ids, chat rendering and prefix block hashing of the simulator.
 
-A token is 4 UTF-8 bytes of the rendered prompt (a shorter tail counts as one token); its id is
-the little-endian uint32 of those bytes (zero padded). Equal text prefixes therefore give equal
-token prefixes, and the packed token ids are simply the padded prompt bytes.
+Text is tokenized by `tokenizer.Tokenizer` (content-defined boundaries, a configurable mean of
+bytes per token, 4.4 by default); a text that extends another gives an extension of its tokens
+except possibly the last one, so equal prefixes share their full KV blocks. Token ids are
+packed as little-endian uint32.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ from typing import Any
 import orjson
 import xxhash
 
+from gateway.sim.tokenizer import DEFAULT_BYTES_PER_TOKEN, Tokenizer
+
+# The fixed ratio of the old simulator and the gateway's default estimate; the simulator's own
+# tokenizer averages DEFAULT_BYTES_PER_TOKEN (or the configured bytes_per_token) instead.
 BYTES_PER_TOKEN = 4
+DEFAULT_TOKENIZER = Tokenizer(DEFAULT_BYTES_PER_TOKEN)
 MAX_TOKEN_ID = 2**32 - 1
 _ROOT_SEED = 0x5EED_CAFE
 _GENERATION_PROMPT = "<|assistant|>\n"
@@ -43,13 +49,13 @@ class Prompt:
     digest: int
 
     @classmethod
-    def from_text(cls, text: str) -> Prompt:
+    def from_text(cls, text: str, tokenizer: Tokenizer = DEFAULT_TOKENIZER) -> Prompt:
         """Tokenize rendered prompt text."""
         data = text.encode()
-        pad = -len(data) % BYTES_PER_TOKEN
-        if pad:
-            data += b"\0" * pad
-        return cls(data, len(data) // BYTES_PER_TOKEN, xxhash.xxh3_64_intdigest(data))
+        ids = tokenizer.encode(data)
+        if sys.byteorder != "little":
+            ids.byteswap()
+        return cls(ids.tobytes(), len(ids), xxhash.xxh3_64_intdigest(data))
 
     @classmethod
     def from_token_ids(cls, token_ids: Sequence[int]) -> Prompt:
@@ -80,14 +86,14 @@ def unpack_token_ids(packed: bytes) -> list[int]:
     return arr.tolist()
 
 
-def count_tokens(text: str) -> int:
-    """Number of pseudo-tokens of a text."""
-    return -(-len(text.encode()) // BYTES_PER_TOKEN)
+def count_tokens(text: str, tokenizer: Tokenizer = DEFAULT_TOKENIZER) -> int:
+    """Number of tokens of a text."""
+    return tokenizer.count(text.encode())
 
 
-def tokenize(text: str) -> list[int]:
+def tokenize(text: str, tokenizer: Tokenizer = DEFAULT_TOKENIZER) -> list[int]:
     """Token ids of a text."""
-    return Prompt.from_text(text).token_ids
+    return Prompt.from_text(text, tokenizer).token_ids
 
 
 def block_hashes(token_ids: Sequence[int], block_size: int) -> list[int]:
@@ -96,8 +102,8 @@ def block_hashes(token_ids: Sequence[int], block_size: int) -> list[int]:
 
 
 def block_hashes_packed(packed: bytes, block_size: int) -> list[int]:
-    """block_hashes() over packed token ids (4 bytes per token)."""
-    step = block_size * BYTES_PER_TOKEN
+    """block_hashes() over packed token ids (4 bytes per id)."""
+    step = block_size * 4
     n_full = len(packed) // step
     view = memoryview(packed)
     out: list[int] = []

@@ -15,6 +15,7 @@ from gateway.sim.request import (
     SimRequestError,
     parse_request,
 )
+from gateway.sim.tokens import tokenize
 
 MSGS = [{"role": "user", "content": "hello"}]
 
@@ -96,15 +97,17 @@ def test_context_length() -> None:
     assert req.finish_reason == "length"
 
 
-@pytest.mark.parametrize(
-    "prompt",
-    ["abcdefgh", ["abcd", "efgh"], [1684234849, 1751606885], [[1684234849], [1751606885]]],
-)
+_TEXT = "abcdefghijklmnopqrstuvwxyz"
+_IDS = tokenize(_TEXT)
+
+
+@pytest.mark.parametrize("prompt", [_TEXT, [_TEXT[:13], _TEXT[13:]], _IDS, [_IDS[:1], _IDS[1:]]])
 def test_completion_prompt_forms(prompt: Any) -> None:
     body = orjson.dumps({"prompt": prompt})
     req = parse_request(body, "completion", SimBackendConfig())
-    assert req.prompt.n_tokens == 2
-    assert req.prompt.token_ids == [1684234849, 1751606885]  # "abcd", "efgh" little-endian
+    assert len(_IDS) >= 2
+    assert req.prompt.n_tokens == len(_IDS)
+    assert req.prompt.token_ids == _IDS  # text, text parts and token ids agree
 
 
 @pytest.mark.parametrize("prompt", [None, "", [], [1.5], [-1], [True]])

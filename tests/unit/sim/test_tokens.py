@@ -1,14 +1,17 @@
-"""Pseudo-tokenizer, chat rendering and block hashing of the simulator."""
+"""Pseudo-BPE tokenizer (ratio, prefix stability), chat rendering and block hashing."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.sim.tokenizer import DEFAULT_BYTES_PER_TOKEN, Tokenizer
 from gateway.sim.tokens import (
+    DEFAULT_TOKENIZER,
     Prompt,
     block_hashes,
     block_hashes_packed,
@@ -19,29 +22,104 @@ from gateway.sim.tokens import (
     tokenize,
 )
 
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [("", 0), ("abcd", 1), ("abcde", 2), ("é", 1), ("éé", 1), ("ééé", 2)],
-)
-def test_count_tokens_is_four_utf8_bytes_per_token(text: str, expected: int) -> None:
-    assert count_tokens(text) == expected
-    assert Prompt.from_text(text).n_tokens == expected
-    assert len(tokenize(text)) == expected
+_WORDS = ("the", "model", "cache", "prefix", "latency", "router", "a", "of", "request", "ok")
 
 
-def test_tokenize_is_deterministic() -> None:
+def make_text(rng: random.Random, n_bytes: int) -> str:
+    """Prose-like ASCII text of about n_bytes."""
+    words = rng.choices(_WORDS, k=n_bytes // 4 + 1)
+    return " ".join(words)[:n_bytes]
+
+
+def hashes_of(prompt: Prompt, block_size: int) -> list[int]:
+    return block_hashes_packed(prompt.packed, block_size)
+
+
+def test_empty_text_has_no_tokens() -> None:
+    assert count_tokens("") == 0
+    assert Prompt.from_text("").n_tokens == 0
+    assert tokenize("") == []
+
+
+def test_default_ratio_is_not_four_bytes_per_token() -> None:
+    text = make_text(random.Random(1), 64 * 1024)
+    ratio = len(text.encode()) / count_tokens(text)
+    assert DEFAULT_BYTES_PER_TOKEN == 4.4
+    assert ratio == pytest.approx(4.4, rel=0.03)
+
+
+@pytest.mark.parametrize("bpt", [1.0, 2.5, 4.0, 4.4, 6.0])
+def test_mean_ratio_is_the_configured_one(bpt: float) -> None:
+    tokenizer = Tokenizer(bpt)
+    rng = random.Random(int(bpt * 10))
+    texts = [make_text(rng, rng.randint(200, 4000)) for _ in range(40)]
+    total_bytes = sum(len(t.encode()) for t in texts)
+    total_tokens = sum(tokenizer.count(t.encode()) for t in texts)
+    assert total_bytes / total_tokens == pytest.approx(bpt, rel=0.03)
+
+
+def test_different_texts_get_somewhat_different_ratios() -> None:
+    rng = random.Random(7)
+    ratios = set()
+    for _ in range(20):
+        data = make_text(rng, 400).encode()
+        ratios.add(round(len(data) / DEFAULT_TOKENIZER.count(data), 3))
+    assert len(ratios) > 10
+    assert all(2.5 < r < 8 for r in ratios)
+
+
+def test_repetitive_and_non_ascii_text_also_average_the_ratio() -> None:
+    for text in ("x" * 40_000, "é" * 20_000, "日本語のテキスト" * 2000):
+        data = text.encode()
+        assert len(data) / DEFAULT_TOKENIZER.count(data) == pytest.approx(4.4, rel=0.06)
+
+
+def test_tokenize_is_deterministic_and_pieces_cover_the_text() -> None:
     a = Prompt.from_text("The quick brown fox")
     b = Prompt.from_text("The quick brown fox")
     assert a == b
     assert a.token_ids == b.token_ids
     assert a.digest != Prompt.from_text("The quick brown fog").digest
+    data = b"The quick brown fox jumps over the lazy dog"
+    assert b"".join(DEFAULT_TOKENIZER.split(data)) == data
+    assert Tokenizer(4.4).encode(data) == DEFAULT_TOKENIZER.encode(data)
+    assert Tokenizer(4.4, seed=1).encode(data) != DEFAULT_TOKENIZER.encode(data)
 
 
-@given(st.text(), st.text())
-def test_equal_text_prefix_gives_equal_token_prefix(a: str, b: str) -> None:
-    full = len(a.encode()) // 4
-    assert tokenize(a + b)[:full] == tokenize(a)[:full]
+def test_equal_pieces_get_equal_ids() -> None:
+    data = b"abc abc abc abc abc abc abc abc abc abc abc abc abc abc"
+    pieces = DEFAULT_TOKENIZER.split(data)
+    ids = DEFAULT_TOKENIZER.encode(data)
+    by_piece: dict[bytes, int] = {}
+    for piece, token_id in zip(pieces, ids, strict=True):
+        assert by_piece.setdefault(piece, token_id) == token_id
+
+
+@given(st.text(), st.text(), st.sampled_from([1.0, 3.0, 4.4, 7.5]))
+def test_an_extended_text_extends_the_tokens_except_the_last(a: str, b: str, bpt: float) -> None:
+    tokenizer = Tokenizer(bpt)
+    short = tokenizer.split(a.encode())
+    longer = tokenizer.split((a + b).encode())
+    stable = max(0, len(short) - 1)
+    assert longer[:stable] == short[:stable]
+    assert b"".join(longer) == (a + b).encode()
+    assert tokenize(a + b)[: max(0, len(tokenize(a)) - 1)] == tokenize(a)[:-1]
+
+
+@given(st.text(min_size=1), st.text(min_size=1))
+def test_a_common_text_prefix_shares_its_full_blocks(head: str, tail: str) -> None:
+    head = head * 20  # long enough for a few blocks
+    first = Prompt.from_text(head + tail)
+    second = Prompt.from_text(head + "different tail")
+    blocks_of_head = (Prompt.from_text(head).n_tokens - 1) // 4
+    assert hashes_of(first, 4)[:blocks_of_head] == hashes_of(second, 4)[:blocks_of_head]
+
+
+def test_utf8_only() -> None:
+    with pytest.raises(ValueError, match="UTF-8"):
+        DEFAULT_TOKENIZER.split(b"\xff")
+    with pytest.raises(ValueError, match="bytes_per_token"):
+        Tokenizer(0.5)
 
 
 def test_token_ids_round_trip() -> None:
@@ -70,7 +148,8 @@ def test_block_hashes_are_chained_and_position_aware() -> None:
 
 
 def test_block_hashes_match_packed_variant() -> None:
-    prompt = Prompt.from_text("x" * 300)
+    prompt = Prompt.from_text("x" * 3000)
+    assert prompt.n_tokens > 32
     assert block_hashes(prompt.token_ids, 16) == block_hashes_packed(prompt.packed, 16)
 
 
