@@ -254,7 +254,7 @@ def figure(summary: Mapping[str, Any], name: str) -> float:
         if not isinstance(value, Mapping) or key not in value:
             return math.nan  # a summary written before the figure existed
         value = value[key]
-    return float(value)
+    return math.nan if value is None else float(value)  # JSON writes NaN as null
 
 
 def aggregate(runs: Sequence[Mapping[str, Any]]) -> dict[str, Spread]:

@@ -107,6 +107,13 @@ def test_e_checks_use_e2e_and_say_whether_decode_is_batch_dependent() -> None:
     assert "NOT batch-dependent" in flat["profile e2e p99 <= sglang_threshold's"].detail
 
 
+def test_figures_read_back_from_json_treat_null_as_nan() -> None:
+    run = orjson.loads(orjson.dumps(_run(0.1, 1.0)))  # NaN fast_share is written as null
+    assert run["fast_share"] is None
+    assert math.isnan(gateways_check([run], [run]).passed * math.nan)
+    assert gateways_check([run], [run]).passed
+
+
 def test_gateways_check_within_ten_percent() -> None:
     assert gateways_check([_run(0.1, 1.0)], [_run(0.1, 1.09)]).passed
     assert not gateways_check([_run(0.1, 1.0)], [_run(0.1, 1.2)]).passed
