@@ -267,3 +267,107 @@ def test_too_large_is_a_413_with_the_limit() -> None:
     assert error.status == 413
     assert "1024" in error.message
     assert error.code == "request_too_large"
+
+
+# --- usage_body: asking for usage on every stream ----------------------------------------------
+
+
+def test_usage_body_prepends_stream_options_and_keeps_the_rest_byte_identical() -> None:
+    raw = b'{"model":"m", "messages":[{"role":"user","content":"hi"}],"stream":true,"x": 1.50}'
+    request = parse_request("chat", raw, RID)
+    assert request.body is raw  # what the client sent is untouched
+    assert request.usage_body == (
+        b'{"stream_options":{"include_usage":true},'
+        b'"model":"m", "messages":[{"role":"user","content":"hi"}],"stream":true,"x": 1.50}'
+    )
+    assert request.usage_body is not None
+    assert orjson.loads(request.usage_body) == {
+        **request.data,
+        "stream_options": {"include_usage": True},
+    }
+
+
+def test_usage_body_prepends_after_leading_whitespace() -> None:
+    raw = b'  \n{\n  "model": "m",\n  "prompt": "hello",\n  "stream": true\n}\n'
+    request = parse_request("completion", raw, RID)
+    assert request.usage_body == (
+        b'{"stream_options":{"include_usage":true},\n  "model": "m",\n  "prompt": "hello",'
+        b'\n  "stream": true\n}\n'
+    )
+    assert orjson.loads(request.usage_body)["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"include_usage": False}, {"continuous_usage_stats": False, "include_usage": False}],
+    ids=repr,
+)
+def test_usage_body_merges_into_stream_options_without_include_usage(
+    options: dict[str, Any],
+) -> None:
+    body = chat(stream=True, stream_options=options, temperature=0.5)
+    request = parse_request("chat", orjson.dumps(body), RID)
+    assert request.usage_body is not None
+    sent = orjson.loads(request.usage_body)
+    assert sent == {**body, "stream_options": {**options, "include_usage": True}}
+    assert request.data["stream_options"] == options  # the client's view is unchanged
+
+
+def test_usage_body_none_when_the_client_asked_for_usage() -> None:
+    body = chat(stream=True, stream_options={"include_usage": True})
+    assert parse_request("chat", orjson.dumps(body), RID).usage_body is None
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"continuous_usage_stats": True}, {"continuous_usage_stats": True, "include_usage": False}],
+    ids=repr,
+)
+def test_usage_body_none_when_the_client_asked_for_usage_on_every_chunk(
+    options: dict[str, Any],
+) -> None:
+    # Usage on every chunk could not be taken back out of them: the request goes as it is.
+    body = chat(stream=True, stream_options=options)
+    assert parse_request("chat", orjson.dumps(body), RID).usage_body is None
+
+
+def test_usage_body_with_null_stream_options() -> None:
+    body = chat(stream=True, stream_options=None)
+    request = parse_request("chat", orjson.dumps(body), RID)
+    assert request.stream is True
+    assert request.usage_body is not None
+    sent = orjson.loads(request.usage_body)
+    assert sent == {**body, "stream_options": {"include_usage": True}}
+
+
+@pytest.mark.parametrize(
+    "fields", [{}, {"stream": False}, {"stream": None}, {"stream_options": None}], ids=repr
+)
+def test_usage_body_none_without_streaming(fields: dict[str, Any]) -> None:
+    request = parse_request("chat", orjson.dumps(chat(**fields)), RID)
+    assert request.stream is False
+    assert request.usage_body is None
+
+
+# --- max_tokens --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({}, None),
+        ({"max_tokens": 64}, 64),
+        ({"max_completion_tokens": 32}, 32),
+        ({"max_completion_tokens": 32, "max_tokens": 64}, 32),
+        ({"max_completion_tokens": None, "max_tokens": 64}, 64),
+        ({"max_completion_tokens": 0, "max_tokens": 64}, 64),
+        ({"max_tokens": 0}, None),
+        ({"max_tokens": -1}, None),
+        ({"max_tokens": True}, None),
+        ({"max_tokens": 12.0}, None),
+        ({"max_tokens": "12"}, None),
+    ],
+    ids=repr,
+)
+def test_max_tokens(fields: dict[str, Any], expected: int | None) -> None:
+    assert parse_request("chat", orjson.dumps(chat(**fields)), RID).max_tokens == expected
