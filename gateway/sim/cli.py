@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from gateway.sim.config import FLAVORS, FlavorName, SimBackendConfig, SimFaults
+from gateway.sim.config import FLAVORS, SCHEDULERS, FlavorName, SimBackendConfig, SimFaults
 from gateway.sim.fleet import (
     SimFleet,
     bind_socket,
@@ -22,10 +22,27 @@ from gateway.sim.server import SimBackend
 
 T = TypeVar("T")
 
+DESCRIPTION = """\
+Serve N simulated vLLM/SGLang/TGI model servers in one process, backend i on port P+i.
+Each tokenizes prompts with its own pseudo-BPE tokenizer (--bytes-per-token on average, not
+the gateway's 4), keeps a prefix KV cache of token blocks (an LRU; blocks of running requests
+are pinned), and schedules like vLLM's v1 engine: steps of at most --max-batched-tokens where
+every running request decodes one token and waiting prompts are prefilled in FIFO chunks. A
+step lasts prefill_tokens / prefill-tokens-per-s + decode-ms * (1 + decode-batch-slowdown *
+(batch - 1)) when it decodes, so time to first token grows with the queue and inter-token
+latency with the running batch. Engines report their KV capacity (cache-blocks * block-size
+tokens) and start time in their own formats (vLLM vllm:cache_config_info, SGLang
+/server_info, TGI 2.x /info) and usage.prompt_tokens_details.cached_tokens.
+Speeds take one value or a comma list, one per backend (used cyclically).
+"""
+
 
 def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the simulator's flags on a parser (or sub-parser)."""
     d = SimBackendConfig()
+    if parser.description is None:
+        parser.description = DESCRIPTION
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
     g = parser.add_argument_group("fleet")
     g.add_argument("--backends", type=int, default=4, help="number of backends (default 4)")
     g.add_argument("--base-port", type=int, default=8001, help="backend i listens on P+i")
@@ -37,19 +54,49 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default=d.model, help=f"served model name (default {d.model})")
     g.add_argument("--max-model-len", type=int, default=d.max_model_len)
     g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument(
+        "--tgi-version", default=d.tgi_version,
+        help=f"TGI release imitated (default {d.tgi_version}; 2.x has max_batch_total_tokens)",
+    )  # fmt: skip
     m = parser.add_argument_group("engine model")
     m.add_argument(
-        "--prefill-tps", default=str(d.prefill_tokens_per_s),
-        help="prefill tokens/s; a comma list is used cyclically (heterogeneous hardware)",
+        "--prefill-tokens-per-s", "--prefill-tps", dest="prefill_tps",
+        default=f"{d.prefill_tokens_per_s:g}", metavar="TPS[,TPS...]",
+        help=f"prefill tokens/s, one per backend (default {d.prefill_tokens_per_s:g})",
     )  # fmt: skip
     m.add_argument(
-        "--decode-ms", default=str(d.decode_s_per_token * 1000),
-        help="ms per generated token; a comma list is used cyclically",
+        "--decode-ms", default=f"{d.decode_s_per_token * 1000:g}", metavar="MS[,MS...]",
+        help=f"ms per decode step, one per backend (default {d.decode_s_per_token * 1000:g})",
+    )  # fmt: skip
+    m.add_argument(
+        "--decode-batch-slowdown", type=float, default=d.decode_batch_slowdown,
+        help="extra decode step time per additional request in the batch, as a fraction "
+        f"(default {d.decode_batch_slowdown}; 0 = decode free of batch effects)",
+    )  # fmt: skip
+    m.add_argument(
+        "--scheduler", choices=SCHEDULERS, default=d.scheduler,
+        help="batched: vLLM-like steps with chunked prefill (default); fifo: one prefill at a "
+        "time, decodes independent (the old model)",
+    )  # fmt: skip
+    m.add_argument(
+        "--max-batched-tokens", type=int, default=d.max_num_batched_tokens,
+        help=f"token budget of a step (max_num_batched_tokens; {d.max_num_batched_tokens})",
+    )  # fmt: skip
+    m.add_argument(
+        "--max-num-seqs", type=int, default=d.max_num_seqs,
+        help=f"running requests at most (default {d.max_num_seqs})",
+    )  # fmt: skip
+    m.add_argument(
+        "--bytes-per-token", type=float, default=d.bytes_per_token,
+        help=f"mean UTF-8 bytes per token of the simulated tokenizer (default {d.bytes_per_token})",
     )  # fmt: skip
     m.add_argument("--time-scale", type=float, default=d.time_scale, help="multiply every delay")
     m.add_argument("--zero-latency", action="store_true", help="no delays at all (time scale 0)")
-    m.add_argument("--cache-blocks", type=int, default=d.cache_capacity_blocks)
-    m.add_argument("--block-size", type=int, default=d.block_size)
+    m.add_argument(
+        "--cache-blocks", type=int, default=d.cache_capacity_blocks,
+        help=f"KV cache blocks (default {d.cache_capacity_blocks}); capacity = blocks * block size",
+    )  # fmt: skip
+    m.add_argument("--block-size", type=int, default=d.block_size, help="tokens per KV block")
     m.add_argument("--default-max-tokens", type=int, default=d.default_max_tokens)
     m.add_argument(
         "--no-cached-tokens", action="store_true",
@@ -96,6 +143,12 @@ def backends_from_args(args: argparse.Namespace) -> list[SimBackend]:
         default_max_tokens=args.default_max_tokens,
         report_cached_tokens=not args.no_cached_tokens,
         seed=args.seed,
+        bytes_per_token=args.bytes_per_token,
+        scheduler=args.scheduler,
+        max_num_batched_tokens=args.max_batched_tokens,
+        max_num_seqs=args.max_num_seqs,
+        decode_batch_slowdown=args.decode_batch_slowdown,
+        tgi_version=args.tgi_version,
     )
     faults = SimFaults(
         error_rate=args.error_rate,

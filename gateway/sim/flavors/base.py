@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -220,8 +221,30 @@ class PromText:
     def sample(self, name: str, value: float, labels: str = "") -> None:
         """Write one more sample of the current family."""
         label_text = "{" + labels + "}" if labels else ""
-        self._lines.append(f"{name}{label_text} {float(value)!r}")
+        self._lines.append(f"{name}{label_text} {go_float(value)}")
+
+    def process_start(self, started_at: float) -> None:
+        """The process collector's start-time gauge (unix seconds), as prometheus_client has it."""
+        self.family(
+            "process_start_time_seconds", "gauge",
+            "Start time of the process since unix epoch in seconds.", started_at,
+        )  # fmt: skip
 
     def render(self) -> bytes:
         """The exposition text."""
         return ("\n".join(self._lines) + "\n").encode()
+
+
+def go_float(value: float) -> str:
+    """A sample value as prometheus_client writes it (Go's switch to exponents above 1e6)."""
+    d = float(value)
+    if math.isinf(d):
+        return "+Inf" if d > 0 else "-Inf"
+    if math.isnan(d):
+        return "NaN"
+    text = repr(d)
+    dot = text.find(".")
+    if d > 0 and dot > 6:
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return text

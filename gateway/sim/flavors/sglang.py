@@ -21,6 +21,7 @@ from gateway.sim.flavors.base import (
 from gateway.sim.request import ContextLengthError, ErrorKind, RequestKind
 
 EOS_TOKEN_ID = 128009
+SGLANG_VERSION = "0.5.4"
 
 
 class SglangFlavor(Flavor):
@@ -171,12 +172,71 @@ class SglangFlavor(Flavor):
         if path == "/get_model_info":
             model = self.config.model
             return {"model_path": model, "tokenizer_path": model, "is_generation": True}
+        if path in ("/get_server_info", "/server_info"):  # the old name still answers
+            return self.server_info(engine)
         return None
+
+    def server_info(self, engine: SimEngine) -> dict[str, Any]:
+        """`/server_info`: server args, then the scheduler's info, per-rank states, version."""
+        c = self.config
+        capacity = c.kv_capacity_tokens
+        args: dict[str, Any] = {
+            "model_path": c.model,
+            "tokenizer_path": c.model,
+            "tokenizer_mode": "auto",
+            "skip_tokenizer_init": False,
+            "load_format": "auto",
+            "trust_remote_code": False,
+            "dtype": "auto",
+            "kv_cache_dtype": "auto",
+            "quantization": None,
+            "served_model_name": c.model,
+            "chat_template": None,
+            "is_embedding": False,
+            "revision": None,
+            "host": "127.0.0.1",
+            "port": 30000,
+            "mem_fraction_static": 0.88,
+            "max_running_requests": c.max_num_seqs,
+            "max_total_tokens": None,
+            "chunked_prefill_size": c.max_num_batched_tokens,
+            "max_prefill_tokens": 16384,
+            "schedule_policy": "fcfs",
+            "schedule_conservativeness": 1.0,
+            "page_size": c.block_size,
+            "context_length": c.max_model_len,
+            "tp_size": 1,
+            "dp_size": 1,
+            "random_seed": c.seed,
+            "disable_radix_cache": False,
+            "enable_metrics": True,
+            "enable_cache_report": c.report_cached_tokens,
+        }
+        state = {
+            "attention_backend": "flashinfer",
+            "chunked_prefill_size": c.max_num_batched_tokens,
+            "last_gen_throughput": 0.0,
+            "memory_usage": {
+                "weight": 15.06,
+                "kvcache": round(capacity * 131072 / 2**30, 2),  # 128 KiB per token, 8B bf16
+                "token_capacity": capacity,
+                "cuda_graph": 0.55,
+            },
+        }
+        return {
+            **args,
+            "status": "ready",
+            "max_total_num_tokens": capacity,
+            "max_req_input_len": min(c.max_model_len, capacity) - 1,
+            "internal_states": [state],
+            "version": SGLANG_VERSION,
+        }
 
     def metrics(self, engine: SimEngine) -> bytes:
         s = engine.stats
         labels = f'model_name="{self.config.model}"'
         out = PromText()
+        out.process_start(engine.started_at)
         used = s.active_blocks * self.config.block_size
         gauges = (
             ("num_running_reqs", "The number of running requests.", s.requests_running),

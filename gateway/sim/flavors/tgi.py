@@ -8,12 +8,12 @@ from typing import Any
 import orjson
 
 from gateway.sim.asgi import TEXT
+from gateway.sim.config import SimBackendConfig
 from gateway.sim.engine import SimEngine
 from gateway.sim.flavors.base import ErrorReply, Flavor, PromText, ResponseMeta, Usage
 from gateway.sim.request import ContextLengthError, ErrorKind, RequestKind
 
-TGI_VERSION = "3.3.4"
-FINGERPRINT = f"{TGI_VERSION}-native"
+TGI_VERSION = "3.3.4"  # the default; SimBackendConfig.tgi_version picks another release
 
 # kind -> (status, error_type); None error_type = axum extractor rejection (plain text body).
 _ERRORS: dict[ErrorKind, tuple[int, str | None]] = {
@@ -33,6 +33,11 @@ class TgiFlavor(Flavor):
 
     name = "tgi"
 
+    def __init__(self, config: SimBackendConfig) -> None:
+        super().__init__(config)
+        self.version = config.tgi_version
+        self.fingerprint = f"{config.tgi_version}-native"
+
     def request_id(self, kind: RequestKind, rng: random.Random) -> str:
         return ""
 
@@ -51,7 +56,7 @@ class TgiFlavor(Flavor):
             "id": "",
             "created": meta.created,
             "model": meta.model,
-            "system_fingerprint": FINGERPRINT,
+            "system_fingerprint": self.fingerprint,
             "choices": [choice],
             "usage": None,
         }
@@ -64,7 +69,7 @@ class TgiFlavor(Flavor):
             "created": meta.created,
             "choices": [choice],
             "model": meta.model,
-            "system_fingerprint": FINGERPRINT,
+            "system_fingerprint": self.fingerprint,
         }
 
     def _usage(self, usage: Usage) -> dict[str, Any]:
@@ -80,7 +85,7 @@ class TgiFlavor(Flavor):
             "id": "",
             "created": meta.created,
             "model": meta.model,
-            "system_fingerprint": FINGERPRINT,
+            "system_fingerprint": self.fingerprint,
             "choices": [],
             "usage": self._usage(usage),
         }
@@ -97,7 +102,7 @@ class TgiFlavor(Flavor):
             "id": "",
             "created": meta.created,
             "model": meta.model,
-            "system_fingerprint": FINGERPRINT,
+            "system_fingerprint": self.fingerprint,
             "choices": [choice],
             "usage": self._usage(usage),
         }
@@ -141,20 +146,48 @@ class TgiFlavor(Flavor):
     def extra_get(self, path: str, engine: SimEngine) -> dict[str, Any] | list[Any] | None:
         if path != "/info":
             return None
-        limit = self.config.max_model_len
+        return self.info()
+
+    def info(self) -> dict[str, Any]:
+        """`/info`: the router's Info. TGI 2.x also carries the backend's batch limits
+        (`max_batch_total_tokens`: the tokens its KV cache holds); 3.x dropped those."""
+        c = self.config
+        limit = c.max_model_len
+        head: dict[str, Any] = {"model_id": c.model, "model_sha": None}
+        if not self.version.startswith(("0.", "1.", "2.")):
+            return {
+                **head,
+                "model_pipeline_tag": "text-generation",
+                "max_concurrent_requests": 128,
+                "max_best_of": 2,
+                "max_stop_sequences": 4,
+                "max_input_tokens": limit - 1,
+                "max_total_tokens": limit,
+                "validation_workers": 2,
+                "max_client_batch_size": 4,
+                "router": "text-generation-router",
+                "version": self.version,
+                "sha": None,
+                "docker_label": None,
+            }
         return {
-            "model_id": self.config.model,
-            "model_sha": None,
+            **head,
+            "model_dtype": "torch.bfloat16",
+            "model_device_type": "cuda",
             "model_pipeline_tag": "text-generation",
             "max_concurrent_requests": 128,
             "max_best_of": 2,
             "max_stop_sequences": 4,
             "max_input_tokens": limit - 1,
             "max_total_tokens": limit,
+            "waiting_served_ratio": 0.3,
+            "max_batch_total_tokens": c.kv_capacity_tokens,
+            "max_waiting_tokens": 20,
+            "max_batch_size": None,
             "validation_workers": 2,
             "max_client_batch_size": 4,
             "router": "text-generation-router",
-            "version": TGI_VERSION,
+            "version": self.version,
             "sha": None,
             "docker_label": None,
         }

@@ -184,6 +184,32 @@ class VllmFlavor(Flavor):
         }
         return {"object": "list", "data": [card]}
 
+    def _cache_config_labels(self) -> str:
+        """CacheConfig.metrics_info() of vLLM 0.11 plus `engine`: every value a str()."""
+        c = self.config
+        info = {
+            "block_size": c.block_size,
+            "cache_dtype": "auto",
+            "calculate_kv_scales": False,
+            "cpu_offload_gb": 0,
+            "enable_prefix_caching": True,
+            "engine": 0,
+            "gpu_memory_utilization": 0.9,
+            "is_attention_free": False,
+            "kv_cache_memory_bytes": None,
+            "kv_sharing_fast_prefill": False,
+            "mamba_cache_dtype": "auto",
+            "mamba_page_size_padded": None,
+            "mamba_ssm_cache_dtype": "auto",
+            "num_cpu_blocks": 0,
+            "num_gpu_blocks": c.cache_capacity_blocks,
+            "num_gpu_blocks_override": None,
+            "prefix_caching_hash_algo": "sha256",
+            "sliding_window": None,
+            "swap_space": 4,
+        }  # sorted by name, as prometheus_client's multiprocess collector writes them
+        return ",".join(f'{key}="{value}"' for key, value in info.items())
+
     def extra_get(self, path: str, engine: SimEngine) -> dict[str, Any] | list[Any] | None:
         if path == "/version":
             return {"version": VLLM_VERSION}
@@ -193,6 +219,11 @@ class VllmFlavor(Flavor):
         s = engine.stats
         labels = f'model_name="{self.config.model}",engine="0"'
         out = PromText()
+        out.process_start(engine.started_at)
+        out.family(
+            "vllm:cache_config_info", "gauge", "Information of the LLMEngine CacheConfig", 1.0,
+            self._cache_config_labels(),
+        )  # fmt: skip
         gauges = (
             ("num_requests_running", "Requests in model execution batches.", s.requests_running),
             ("num_requests_waiting", "Requests waiting to be processed.", s.requests_waiting),
