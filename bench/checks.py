@@ -46,6 +46,7 @@ class CheckContext:
     decode_batch_slowdown: float | None = None
     speed_classes: int = 1
     tell_speeds: str = "true"
+    fast_capacity_share: float = math.nan
 
 
 def _fmt(s: Spread) -> str:
@@ -148,7 +149,8 @@ def heterogeneous_checks(
     else:
         share = have[PROFILE]["fast_share"]
         ok = not math.isnan(share.mean) and share.mean >= FAST_SHARE_TARGET
-        out.append(Check(workload, name, ok, f"{_fmt(share)} (capacity share 2/3 at 1x/2x){note}"))
+        capacity = f"its share of capacity {ctx.fast_capacity_share:.3f}"
+        out.append(Check(workload, name, ok, f"{_fmt(share)} ({capacity}){note}"))
     for other in (ROUND_ROBIN, LEAST_LOADED):
         out.append(_compare(workload, have, "ttft_p50", other, 1.0, note, strict=True))
     return out

@@ -265,7 +265,9 @@ def _run_workload(
 ) -> tuple[dict[str, Any], list[Check], int]:
     print(f"\n== workload ({name}) ==", flush=True)
     p = options.params
-    context = CheckContext(p.decode_batch_slowdown, len(set(p.speeds)), options.tell_speeds)
+    rel = [p.speeds[i % len(p.speeds)] for i in range(p.backends)] if p.speeds else [1.0]
+    fast = sum(r for r in rel if r == max(rel)) / sum(rel)
+    context = CheckContext(p.decode_batch_slowdown, len(set(rel)), options.tell_speeds, fast)
     try:
         tokenizer = p.tokenizer
         workload = build_workload(name, options.sizes, options.seed, options.trace, tokenizer)
