@@ -27,6 +27,25 @@ def sim_fleet() -> Iterator[FleetHandle]:
         "queue": SimBackend(
             SimBackendConfig(backend_id="sim-4", time_scale=1.0, prefill_tokens_per_s=1000.0)
         ),
+        # TGI 2.x (its /info carries max_batch_total_tokens), a capacity of 4321 blocks
+        "tgi2": SimBackend(
+            dataclasses.replace(
+                FAST,
+                backend_id="sim-5",
+                flavor="tgi",
+                tgi_version="2.4.1",
+                cache_capacity_blocks=4321,
+            )
+        ),
+        # real-time batched decode, 50 ms a step and 10% more per extra request in the batch
+        "batch": SimBackend(
+            SimBackendConfig(
+                backend_id="sim-6",
+                time_scale=1.0,
+                decode_s_per_token=0.05,
+                decode_batch_slowdown=0.1,
+            )
+        ),
     }
     with SimFleetThread(list(backends.values())) as fleet:
         yield FleetHandle(backends, dict(zip(backends, fleet.urls, strict=True)))

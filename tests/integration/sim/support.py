@@ -15,7 +15,7 @@ DONE = "[DONE]"
 
 @dataclass
 class FleetHandle:
-    """Backends by role name ("vllm", "sglang", "tgi", "slow", "queue") and their URLs."""
+    """Backends by role name ("vllm", "sglang", "tgi", "slow", "queue", "tgi2", "batch")."""
 
     backends: dict[str, SimBackend]
     urls: dict[str, str]
