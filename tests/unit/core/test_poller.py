@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -399,3 +400,18 @@ async def test_openai_backends_are_not_scraped() -> None:
     await poller.poll_load()
     assert client.calls == []
     assert recorder.load_polls == 1
+
+
+async def test_kv_capacity_learned_from_a_real_vllm_scrape() -> None:
+    capture = Path(__file__).parents[2] / "fixtures" / "vllm" / "metrics.txt"
+    backend = make_backend("v0", models=["tiny-llama"])
+    client = FakeUpstream()
+    recorder = Recorder()
+    poller = recorder.poller(one(backend), client)
+    client.answer("/metrics", body=capture.read_bytes())
+    await poller.poll_load()
+    await poller.poll_load()
+    assert recorder.capacity == ["v0"]
+    assert backend.calibration.engine_kv_tokens == 32768 * 32
+    assert backend.calibration.engine_block_tokens == 32
+    assert recorder.restarts == []
