@@ -94,3 +94,71 @@ class CircuitBreaker:
             self._on_change(degraded)
         except Exception:  # a logging hook must never break the index
             return
+
+
+class IndexBreakers:
+    """A breaker for lookups and one for writes; the index is degraded while either is not closed.
+
+    Lookups and writes fail for different reasons (a full or read-only Redis refuses writes and
+    still answers reads; a slow one misses the short lookup timeout and still takes writes), so
+    the successes of one kind must not hide the failures of the other. Lookups wait for both:
+    an index that cannot record is not trusted to answer. ``on_change(degraded)`` is called when
+    the pair as a whole degrades (True) or recovers (False).
+    """
+
+    def __init__(
+        self,
+        *,
+        failure_threshold: int = 5,
+        cooldown_s: float = 1.0,
+        clock: Clock,
+        on_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._on_change = on_change
+        self._degraded = False
+        self.reads = CircuitBreaker(
+            failure_threshold=failure_threshold,
+            cooldown_s=cooldown_s,
+            clock=clock,
+            on_change=self._changed,
+        )
+        self.writes = CircuitBreaker(
+            failure_threshold=failure_threshold,
+            cooldown_s=cooldown_s,
+            clock=clock,
+            on_change=self._changed,
+        )
+
+    @property
+    def closed(self) -> bool:
+        """Both breakers closed: lookups and writes flow."""
+        return self.reads.state is BreakerState.CLOSED and self.writes.state is BreakerState.CLOSED
+
+    @property
+    def state(self) -> BreakerState:
+        """The worse of the two states (open, then half-open, then closed)."""
+        states = (self.reads.state, self.writes.state)
+        for state in (BreakerState.OPEN, BreakerState.HALF_OPEN):
+            if state in states:
+                return state
+        return BreakerState.CLOSED
+
+    def allow_lookup(self) -> bool:
+        """May a lookup go to Redis now? Never while writes are failing."""
+        return self.writes.state is BreakerState.CLOSED and self.reads.allow()
+
+    def allow_write(self) -> bool:
+        """May a write (record, truncate, sync) go to Redis now?"""
+        return self.writes.allow()
+
+    def _changed(self, _: bool) -> None:
+        degraded = not self.closed
+        if degraded == self._degraded:
+            return
+        self._degraded = degraded
+        if self._on_change is None:
+            return
+        try:
+            self._on_change(degraded)
+        except Exception:  # a logging hook must never break the index
+            return

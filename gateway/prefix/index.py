@@ -30,6 +30,7 @@ class IndexCounters:
     truncates: int = 0
     forgets: int = 0
     timeouts: int = 0
+    error_replies: int = 0
     degraded_transitions: int = 0
     recoveries: int = 0
     sync_errors: int = 0

@@ -35,31 +35,41 @@ new chain, 83-120 µs rewriting a held one, 23-28 µs when refreshed within ``fr
 15.2 bytes per recorded (block, backend), i.e. 14.5 MiB per million blocks (about 150 bytes per
 marker key), from ``INFO memory`` around 1,000,000 recorded blocks.
 
+Redis Cluster (``redis+cluster://`` URLs, ``gateway/prefix/redis_cluster.py``): every chain
+script touches only keys of its chain's hash tag, so it runs on the node owning that slot; the
+state HASH is one key (one slot). Nothing scans or deletes across slots: ``forget`` is an epoch
+in the state HASH, old entries expire by TTL.
+
 Failure handling: every call runs under a hard ``asyncio.timeout``; redis-py disconnects a
 connection whose command was cancelled before it returns to the pool, so a late reply is never
-read as another command's answer. A circuit breaker opens after consecutive failures: lookups
-then return {} at once (load-only routing) and records are dropped; after a cool-down one trial
-call (a lookup, a record or the sync task) half-opens it and a success closes it, so the index
-recovers by itself.
+read as another command's answer. Timeouts, connection errors and error replies (MOVED, ASK,
+READONLY, OOM, CLUSTERDOWN; NOSCRIPT is answered by resending the script) are failures. Lookups
+and writes have a breaker each (``IndexBreakers``), opened by consecutive failures of their own
+kind; while either is open the index is degraded: lookups return {} at once (load-only routing)
+and records are dropped. After a cool-down one trial call half-opens a breaker and a success
+closes it (the sync task makes the trials when there is no traffic), so the index recovers by
+itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from gateway.prefix.breaker import BreakerState, CircuitBreaker
+from gateway.prefix.breaker import BreakerState, IndexBreakers
 from gateway.prefix.index import IndexCounters, IndexState
 from gateway.prefix.redis_guard import GuardedScripts
 from gateway.prefix.redis_scripts import LOOKUP, RECORD, SYNC, TRUNCATE
 from gateway.prefix.redis_state import SharedBackendState
 from gateway.prefix.staleness import Clock, StalenessConfig, StalenessModel
 
+_log = logging.getLogger("gateway.prefix.redis")
 _BAD_CHAIN = (struct.error, TypeError, ValueError, OverflowError)
 
 
@@ -120,16 +130,17 @@ class RedisPrefixIndex:
         self._clock = clock
         self._counters = IndexCounters()
         self._on_degraded_change = on_degraded_change
-        breaker = CircuitBreaker(
+        breakers = IndexBreakers(
             failure_threshold=breaker_failures,
             cooldown_s=breaker_cooldown_s,
             clock=clock,
             on_change=self._degraded_changed,
         )
-        self._breaker = breaker
+        self._breakers = breakers
+        self._probe_key = self._prefix + b"{probe}"
         self._redis = GuardedScripts(
             url,
-            breaker=breaker,
+            breakers=breakers,
             counters=self._counters,
             max_connections=max_connections,
             socket_timeout_s=max(lookup_timeout_s, write_timeout_s) * 2,
@@ -149,13 +160,13 @@ class RedisPrefixIndex:
 
     @property
     def healthy(self) -> bool:
-        """True when lookups go to Redis."""
-        return self._breaker.state is BreakerState.CLOSED
+        """True when lookups and writes go to Redis."""
+        return self._breakers.closed
 
     @property
     def breaker_state(self) -> BreakerState:
-        """The breaker's own state (closed, open, half_open)."""
-        return self._breaker.state
+        """The worse of the lookup and write breakers' states (closed, open, half_open)."""
+        return self._breakers.state
 
     @property
     def counters(self) -> IndexCounters:
@@ -170,8 +181,14 @@ class RedisPrefixIndex:
     def _degraded_changed(self, degraded: bool) -> None:
         if degraded:
             self._counters.degraded_transitions += 1
+            _log.warning(
+                "Redis prefix index degraded, routing by load until Redis answers again "
+                "(last failure: %s)",
+                self._redis.last_failure or "unknown",
+            )
         else:
             self._counters.recoveries += 1
+            _log.info("Redis prefix index recovered")
         if self._on_degraded_change is not None:
             self._on_degraded_change(degraded)
 
@@ -200,7 +217,7 @@ class RedisPrefixIndex:
         now = self._clock()
         for backend in backends:
             args += (backend, _ms(self._model.cutoff(backend, now)))
-        if not self._breaker.allow():
+        if not self._breakers.allow_lookup():
             self._counters.lookups_skipped += 1
             return {}
         ok, counts = await self._redis.run(
@@ -224,7 +241,7 @@ class RedisPrefixIndex:
         except _BAD_CHAIN:
             self._counters.record_errors += 1
             return
-        if self._inflight >= self._max_inflight or not self._breaker.allow():
+        if self._inflight >= self._max_inflight or not self._breakers.allow_write():
             self._counters.records_dropped += 1
             return
         self._model.ensure(backend_id)
@@ -254,7 +271,7 @@ class RedisPrefixIndex:
         except _BAD_CHAIN:
             self._counters.record_errors += 1
             return
-        if not self._breaker.allow():
+        if not self._breakers.allow_write():
             return  # degraded: the entries age out anyway
         args += (backend_id, max(keep_blocks, 0), _ms(self._clock()), self._ttl_ms)
         ok, _ = await self._redis.run(TRUNCATE, key, args, limit_s=self._write_timeout)
@@ -271,7 +288,7 @@ class RedisPrefixIndex:
 
     async def sync_shared_state(self) -> bool:
         """Push pending epochs and insert counts, pull every backend's; True on success."""
-        if not self._breaker.allow():
+        if not self._breakers.allow_write():
             return False
         async with self._sync_lock:
             args, epochs, inserts = self._shared.take(self._ttl_ms * 2)
@@ -294,8 +311,18 @@ class RedisPrefixIndex:
             await asyncio.sleep(self._sync_interval)
             try:
                 await self.sync_shared_state()
+                await self._probe_lookups()
             except Exception:  # the loop must outlive any surprise
                 self._counters.sync_errors += 1
+
+    async def _probe_lookups(self) -> None:
+        """The lookup breaker's trial when no traffic makes one: an empty lookup."""
+        if self._breakers.reads.state is BreakerState.CLOSED or not self._breakers.allow_lookup():
+            return
+        args = [b"", *self._chain_args]
+        await self._redis.run(
+            LOOKUP, self._probe_key, args, limit_s=self._lookup_timeout, lookup=True
+        )
 
     async def start(self) -> None:
         """Sync the shared state once (bounded) and start the periodic sync task."""

@@ -1,11 +1,11 @@
-"""Runs the Redis index's Lua scripts under hard timeouts and a circuit breaker."""
+"""Runs the Redis index's Lua scripts under hard timeouts and two circuit breakers."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -13,48 +13,102 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.prefix.breaker import CircuitBreaker
+from gateway.prefix.breaker import CircuitBreaker, IndexBreakers
 from gateway.prefix.index import IndexCounters
+from gateway.prefix.redis_cluster import ClusterClient, is_cluster_url
 from gateway.prefix.redis_scripts import LuaScript
 
 
-def _client(url: str, max_connections: int, socket_timeout_s: float) -> Redis:
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=None,
-        socket_timeout=socket_timeout_s,
-        socket_connect_timeout=socket_timeout_s,
-        retry=Retry(NoBackoff(), 0),
-        protocol=2,
-    )
-    return Redis.from_pool(pool)
+class ScriptClient(Protocol):
+    """The two calls the index makes, on one Redis or on a Redis Cluster."""
+
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        """Run a cached script."""
+        ...
+
+    async def eval(self, source: str, numkeys: int, *keys_and_args: Any) -> Any:
+        """Run (and cache) a script."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the connections."""
+        ...
+
+
+class SingleNodeClient:
+    """One Redis server over a blocking pool, no retries (the breaker decides what to retry)."""
+
+    def __init__(self, url: str, *, max_connections: int, socket_timeout_s: float) -> None:
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=None,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=socket_timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            protocol=2,
+        )
+        self._redis = Redis.from_pool(pool)
+
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        """EVALSHA."""
+        return await self._redis.evalsha(sha, numkeys, *keys_and_args)
+
+    async def eval(self, source: str, numkeys: int, *keys_and_args: Any) -> Any:
+        """EVAL."""
+        return await self._redis.eval(source, numkeys, *keys_and_args)
+
+    async def aclose(self) -> None:
+        """Close the pool."""
+        await self._redis.aclose(close_connection_pool=True)
+
+
+def script_client(url: str, *, max_connections: int, socket_timeout_s: float) -> ScriptClient:
+    """A cluster client for ``redis+cluster://`` URLs, else a single-node one."""
+    kind = ClusterClient if is_cluster_url(url) else SingleNodeClient
+    return kind(url, max_connections=max_connections, socket_timeout_s=socket_timeout_s)
 
 
 class GuardedScripts:
-    """Two connection pools (lookups never queue behind writes), hard timeouts and a breaker.
+    """Two clients (lookups never queue behind writes), hard timeouts and the breakers.
 
     A call cancelled by its timeout makes redis-py disconnect that connection before it goes
-    back to the pool, so a late reply can never be read as another command's answer. Redis
-    error replies (a script error, OOM) mean the transport works: they do not trip the breaker.
+    back to the pool, so a late reply can never be read as another command's answer.
+
+    What counts: a call succeeds only when Redis runs the script and returns its reply. Every
+    other outcome is a failure of the call's kind (lookup or write) and feeds that breaker:
+    timeouts, connection errors, and error replies (``ResponseError``: MOVED or ASK from a
+    cluster node behind a single-node URL, READONLY from a replica, OOM, CLUSTERDOWN, a script
+    error). The one error reply handled here is NOSCRIPT: the script is sent again with EVAL,
+    which also caches it, and only that second call's outcome counts.
     """
 
     def __init__(
         self,
         url: str,
         *,
-        breaker: CircuitBreaker,
+        breakers: IndexBreakers,
         counters: IndexCounters,
         max_connections: int,
         socket_timeout_s: float,
     ) -> None:
-        self.breaker = breaker
+        self.breakers = breakers
+        self.last_failure = ""
         self._counters = counters
-        self._lookups = _client(url, max_connections, socket_timeout_s)
-        self._writes = _client(url, max_connections, socket_timeout_s)
+        self._lookups = script_client(
+            url, max_connections=max_connections, socket_timeout_s=socket_timeout_s
+        )
+        self._writes = script_client(
+            url, max_connections=max_connections, socket_timeout_s=socket_timeout_s
+        )
 
     async def _eval(
-        self, client: Redis, script: LuaScript, key: bytes, args: Sequence[Any], limit_s: float
+        self,
+        client: ScriptClient,
+        script: LuaScript,
+        key: bytes,
+        args: Sequence[Any],
+        limit_s: float,
     ) -> Any:
         async with asyncio.timeout(limit_s):
             try:
@@ -73,21 +127,28 @@ class GuardedScripts:
     ) -> tuple[bool, Any]:
         """Run a script and feed the breaker: (True, reply) or (False, None). Never raises."""
         client = self._lookups if lookup else self._writes
+        breaker: CircuitBreaker = self.breakers.reads if lookup else self.breakers.writes
         try:
             reply = await self._eval(client, script, key, args, limit_s)
-        except ResponseError:
-            self.breaker.success()
+        except Exception as exc:  # error replies, timeouts, connection errors, anything else
+            self._failed(exc)
+            breaker.failure()
             return False, None
-        except Exception as exc:  # timeouts, connection errors, anything unexpected
-            if isinstance(exc, (TimeoutError, RedisTimeoutError)):
-                self._counters.timeouts += 1
-            self.breaker.failure()
-            return False, None
-        self.breaker.success()
+        breaker.success()
         return True, reply
 
+    def _failed(self, exc: Exception) -> None:
+        counters = self._counters
+        if isinstance(exc, (TimeoutError, RedisTimeoutError)):
+            counters.timeouts += 1
+            self.last_failure = "timeout"
+            return
+        if isinstance(exc, ResponseError):
+            counters.error_replies += 1
+        self.last_failure = f"{type(exc).__name__}: {str(exc)[:200]}"
+
     async def close(self) -> None:
-        """Close both connection pools."""
+        """Close both clients."""
         for client in (self._lookups, self._writes):
             with contextlib.suppress(Exception):
-                await client.aclose(close_connection_pool=True)
+                await client.aclose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -46,8 +47,10 @@ async def lookup(idx: RedisPrefixIndex, hashes: list[int]) -> dict[str, int]:
 
 
 async def until_healthy(idx: RedisPrefixIndex, probe: list[int], rounds: int = 400) -> None:
-    """Keep traffic flowing until the breaker closes again (bounded)."""
+    """Keep traffic flowing (lookups, and the writes the sync task makes) until both breakers
+    close again (bounded)."""
     for _ in range(rounds):
+        await asyncio.wait_for(idx.sync_shared_state(), HANG_GUARD_S)
         await lookup(idx, probe)
         if idx.healthy:
             return
@@ -80,6 +83,9 @@ async def test_redis_stop_degrades_then_restart_recovers(
     skipped = idx.counters.lookups_skipped
     assert await lookup(idx, c) == {}
     assert idx.counters.lookups_skipped > skipped  # short-circuited, not sent
+    for _ in range(3):  # writes have a breaker of their own: it opens on their failures
+        await idx.record(M, "a", c)
+    assert idx.counters.record_errors >= 3
     dropped = idx.counters.records_dropped
     await idx.record(M, "a", c)
     assert idx.counters.records_dropped == dropped + 1
@@ -106,7 +112,8 @@ async def test_hung_redis_times_out_then_resume_recovers(
     assert all(r == {} for r in results)
     assert idx.counters.timeouts >= 3
     assert idx.state is IndexState.DEGRADED
-    await asyncio.gather(*(idx.record(M, "a", c) for c in chains))  # dropped or timed out
+    # Dropped, or timed out: a write that timed out may still be applied once Redis resumes.
+    await asyncio.gather(*(idx.record(M, "a", c) for c in chains))
     assert await lookup(idx, chains[0]) == {}
 
     redis_server.resume()
@@ -117,9 +124,10 @@ async def test_hung_redis_times_out_then_resume_recovers(
     answered = 0
     for _ in range(5):
         found = await asyncio.gather(*(lookup(idx, c) for c in chains))
-        for got, want in zip(found, expected, strict=True):
-            assert got in ({}, want)  # {} only if this very call timed out
-            answered += got == want
+        for got, want, c in zip(found, expected, chains, strict=True):
+            late = {**want, "a": len(c)}  # the hung record, applied after the resume
+            assert got in ({}, want, late)  # {} only if this very call timed out
+            answered += got in (want, late)
     assert answered > 0
 
 
@@ -174,24 +182,75 @@ async def test_scripts_reload_after_a_script_flush(
     assert idx.counters.lookup_errors == 0
 
 
-async def test_full_redis_fails_records_but_keeps_lookups(
+def no_listener_port() -> int:
+    """A port nothing listens on (free now; only a master that never answers is wanted)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("refusal", ["oom", "readonly"])
+async def test_error_replies_degrade_then_recover(
+    redis_server: RedisServer, index: tuple[RedisPrefixIndex, list[bool]], refusal: str
+) -> None:
+    """Redis answers, but with errors (OOM when full, READONLY as a replica): that is a failure
+    like a dead Redis (the index cannot keep its picture), not a success."""
+    idx, changes = index
+    c = chain(1)
+    await idx.record(M, "a", c)
+    assert await lookup(idx, c) == {"a": len(c)}
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        if refusal == "oom":
+            client.config_set("maxmemory-policy", "noeviction")
+            client.config_set("maxmemory", "1")  # every write is refused with OOM
+        else:
+            client.replicaof("127.0.0.1", no_listener_port())  # writes: READONLY
+        for s in range(20):
+            await idx.record(M, "b", chain(100 + s))
+            if not idx.healthy:
+                break
+        assert idx.state is IndexState.DEGRADED
+        assert changes == [True]
+        assert idx.counters.error_replies >= 3
+        assert await lookup(idx, c) == {}  # routing by load: the index is not trusted
+        assert idx.counters.lookups_skipped >= 1
+    finally:
+        if refusal == "oom":
+            client.config_set("maxmemory", "0")
+        else:
+            client.replicaof("NO", "ONE")
+        client.close()
+    await until_healthy(idx, c)
+    assert changes == [True, False]
+    assert await lookup(idx, c) == {"a": len(c)}
+    await idx.record(M, "b", c)
+    assert await lookup(idx, c) == {"a": len(c), "b": len(c)}
+
+
+async def test_error_replies_to_lookups_degrade(
     redis_server: RedisServer, index: tuple[RedisPrefixIndex, list[bool]]
 ) -> None:
+    """Lookups refused by the server (a replica that will not serve stale data) open the lookup
+    breaker, even though nothing else fails."""
     idx, changes = index
     c = chain(1)
     await idx.record(M, "a", c)
     client = redis.Redis.from_url(redis_server.url)
-    client.config_set("maxmemory", "1")  # noeviction: every write is refused with OOM
     try:
-        for s in range(10):
-            await idx.record(M, "b", chain(100 + s))
-        assert idx.counters.record_errors == 10
-        assert idx.healthy  # Redis answered: not a transport failure
-        assert await lookup(idx, c) == {"a": len(c)}
-        assert changes == []
+        client.config_set("replica-serve-stale-data", "no")
+        client.replicaof("127.0.0.1", no_listener_port())  # every script: MASTERDOWN
+        await until_degraded(idx, c)
+        assert changes == [True]
+        assert idx.counters.error_replies >= 3
+        assert idx.counters.timeouts == 0
     finally:
-        client.config_set("maxmemory", "0")
+        client.replicaof("NO", "ONE")
+        client.config_set("replica-serve-stale-data", "yes")
         client.close()
+    await until_healthy(idx, c)
+    assert changes == [True, False]
+    assert await lookup(idx, c) == {"a": len(c)}
 
 
 async def test_malformed_chains_never_touch_the_breaker() -> None:
