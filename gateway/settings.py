@@ -44,7 +44,11 @@ class ServerSettings(StrictModel):
 
 
 class IndexSettings(StrictModel):
-    """The cache-location index: embedded in memory, or shared by every replica through Redis."""
+    """The cache-location index: embedded in memory, or shared by every replica through Redis.
+
+    ``redis_url`` names one Redis (``redis://``, ``rediss://``, ``unix://``) or a Redis Cluster
+    by seed nodes (``redis+cluster://host:port[,host:port...]``, ``rediss+cluster://``).
+    """
 
     kind: Literal["memory", "redis"] = "memory"
     redis_url: str | None = None
@@ -52,12 +56,26 @@ class IndexSettings(StrictModel):
     lookup_timeout_ms: PositiveFloat = 50.0
     record_timeout_ms: PositiveFloat = 200.0
 
+    @field_validator("redis_url")
+    @classmethod
+    def _known_scheme(cls, url: str | None) -> str | None:
+        if url is None:
+            return url
+        from gateway.prefix.redis_cluster import is_cluster_url, parse_cluster_url
+
+        if is_cluster_url(url):
+            parse_cluster_url(url)  # ValueError names what is wrong
+        elif not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                "index.redis_url must start with redis://, rediss://, unix:// "
+                "or (a Redis Cluster) redis+cluster://, rediss+cluster://"
+            )
+        return url
+
     @model_validator(mode="after")
     def _redis_needs_url(self) -> IndexSettings:
         if self.kind == "redis" and not self.redis_url:
             raise ValueError("index.kind is 'redis' but index.redis_url is not set")
-        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("index.redis_url must start with redis://, rediss:// or unix://")
         return self
 
 
