@@ -131,7 +131,7 @@ class FleetPoller:
             return
 
     def _learn_cache(self, backend: Backend, cache: EngineCache | None) -> None:
-        if cache is None or not self._discover_cache:
+        if cache is None or cache.capacity_tokens is None or not self._discover_cache:
             return
         self._cache_known.add(backend.id)
         if backend.calibration.learn_engine_cache(cache.capacity_tokens, cache.block_tokens):
@@ -167,10 +167,13 @@ class FleetPoller:
         )
         if backend.id not in self._cache_known:
             self._learn_cache(backend, backend.adapter.parse_cache(text))
-        if self._went_back(self._lifetime, backend, sample.lifetime_counter):
-            self._restarted(backend, "its counters went backwards")
-        elif self._went_back(self._started_at, backend, _negated(sample.started_at)):
-            self._restarted(backend, "its engine reports a later start time")
+        # Both are read on every scrape (a restart usually shows in both at once), then it
+        # counts once.
+        counters_back = self._went_back(self._lifetime, backend, sample.lifetime_counter)
+        started_later = self._went_back(self._started_at, backend, _negated(sample.started_at))
+        if counters_back or started_later:
+            why = "its engine reports a later start time" if started_later else ""
+            self._restarted(backend, why or "its counters went backwards")
 
     @staticmethod
     def _went_back(seen: dict[str, float], backend: Backend, value: float | None) -> bool:

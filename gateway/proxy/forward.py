@@ -44,6 +44,23 @@ class ProxyOutcome:
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
+def upstream_body(request: InferenceRequest, backend: Backend) -> tuple[bytes, bool]:
+    """The body to send `backend`, and whether to strip the usage chunk from its stream.
+
+    The body asking for usage goes where the engine takes `stream_options` and the client
+    would not have had usage from it anyway (an engine defaulting `include_usage` to true
+    sends it to a client that gave `stream_options` without the key).
+    """
+    adapter = backend.adapter
+    if (
+        request.usage_body is None
+        or not adapter.accepts_stream_options
+        or (request.usage_left_to_engine and adapter.usage_by_default)
+    ):
+        return request.body, False
+    return request.usage_body, True
+
+
 class AttemptObserver(Protocol):
     """Told about each attempt, so load and cache accounting follow the request."""
 
@@ -113,11 +130,7 @@ class Forwarder:
     ) -> None:
         url = backend.chat_url if request.kind == "chat" else backend.completions_url
         headers = [*FORWARD_HEADERS, *backend.auth_headers, (b"x-request-id", request.request_id)]
-        body = request.body
-        strip_usage = request.usage_body is not None and backend.adapter.accepts_stream_options
-        if strip_usage:
-            assert request.usage_body is not None
-            body = request.usage_body
+        body, strip_usage = upstream_body(request, backend)
         # Every attempt is counted once, by how it ended.
         result = "error"
         try:

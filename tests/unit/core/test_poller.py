@@ -218,6 +218,23 @@ async def test_counters_going_backwards_is_a_restart() -> None:
     assert recorder.restarts == ["v0"]
 
 
+async def test_restart_with_counters_reset_and_a_later_start_time_is_one_restart() -> None:
+    # What a real engine restart looks like: both signals at once, on the same scrape.
+    backend = make_backend("v0")
+    client = FakeUpstream()
+    recorder = Recorder()
+    poller = recorder.poller(one(backend), client)
+    client.answer("/metrics", body=vllm_metrics(prompt_tokens=1000.0, started=1000.0))
+    await poller.poll_load()
+    client.answer("/metrics", body=vllm_metrics(prompt_tokens=10.0, started=2000.0))
+    await poller.poll_load()
+    assert recorder.restarts == ["v0"]
+    client.answer("/metrics", body=vllm_metrics(prompt_tokens=20.0, started=2000.0))
+    await poller.poll_load()
+    await poller.poll_load()
+    assert recorder.restarts == ["v0"]  # the one restart, not reported again later
+
+
 async def test_probe_timeout_on_a_busy_backend_is_inconclusive() -> None:
     backend = make_backend("v0")
     client = FakeUpstream()
