@@ -31,10 +31,14 @@ class ErrorKind(Enum):
 class SimRequestError(Exception):
     """A request the engine rejects before generating."""
 
-    def __init__(self, kind: ErrorKind, message: str) -> None:
+    def __init__(
+        self, kind: ErrorKind, message: str, param: str | None = None, value: Any = None
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.param = param  # the request field at fault, when the engine names one
+        self.value = value
 
 
 class ContextLengthError(SimRequestError):
@@ -102,7 +106,7 @@ def _model(data: dict[str, Any], config: SimBackendConfig) -> str:
     if not isinstance(model, str):
         raise SimRequestError(ErrorKind.SCHEMA, "model: Input should be a valid string")
     if model != config.model and config.flavor != "tgi":
-        raise SimRequestError(ErrorKind.NOT_FOUND, f"The model `{model}` does not exist.")
+        raise SimRequestError(ErrorKind.NOT_FOUND, f"The model `{model}` does not exist.", "model")
     return model
 
 
@@ -138,7 +142,7 @@ def _max_tokens(data: dict[str, Any]) -> int | None:
             raise SimRequestError(ErrorKind.SCHEMA, f"{key}: Input should be a valid integer")
         if value < 1:
             raise SimRequestError(
-                ErrorKind.INVALID_VALUE, f"{key} must be at least 1, got {value}."
+                ErrorKind.INVALID_VALUE, f"{key} must be at least 1, got {value}.", key, value
             )
         return value
     return None
@@ -209,3 +213,19 @@ def _sim_fault(data: dict[str, Any]) -> tuple[str | None, float]:
     if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
         raise SimRequestError(ErrorKind.INVALID_VALUE, "sim_fault_delay_s must be >= 0")
     return fault, float(delay)
+
+
+def parse_tokenize(body: bytes, tokenizer: Tokenizer = DEFAULT_TOKENIZER) -> Prompt:
+    """The prompt of a vLLM `/tokenize` body: `{"prompt": str}` or `{"messages": [...]}`."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise SimRequestError(ErrorKind.INVALID_JSON, f"JSON decode error: {exc}") from None
+    if not isinstance(data, dict):
+        raise SimRequestError(ErrorKind.SCHEMA, "Request body must be a JSON object")
+    if "messages" in data:
+        return Prompt.from_text(_render_messages(data), tokenizer)
+    prompt = data.get("prompt")
+    if not isinstance(prompt, str):
+        raise SimRequestError(ErrorKind.SCHEMA, "prompt: Field required", "prompt")
+    return Prompt.from_text(prompt, tokenizer)

@@ -12,8 +12,9 @@ import orjson
 from gateway.sim.asgi import JSON, PROMETHEUS, Receive, Scope, Send, read_body, respond
 from gateway.sim.config import SimBackendConfig, SimFaults
 from gateway.sim.engine import EngineStats, SimEngine
-from gateway.sim.flavors import make_flavor
+from gateway.sim.flavors import VllmFlavor, make_flavor
 from gateway.sim.generation import GenerationHandler
+from gateway.sim.request import SimRequestError, parse_tokenize
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
@@ -48,6 +49,8 @@ class SimBackend:
         }
         if config.flavor == "sglang":
             self._routes[("GET", "/health_generate")] = self._health
+        if config.flavor == "vllm":
+            self._routes[("POST", "/tokenize")] = self._tokenize
         if self.flavor.cache_reset_path is not None:
             self._routes[("POST", self.flavor.cache_reset_path)] = self._reset_cache
         self._known_paths = {path for _, path in self._routes}
@@ -81,6 +84,19 @@ class SimBackend:
 
     async def _completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._generation.handle(receive, send, "completion")
+
+    async def _tokenize(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await read_body(receive)
+        if body is None:
+            return
+        try:
+            prompt = parse_tokenize(body, self.engine.tokenizer)
+        except SimRequestError as err:
+            reply = self.flavor.request_error(err, 0)
+            await respond(send, reply.status, reply.body, reply.content_type, reply.headers)
+            return
+        assert isinstance(self.flavor, VllmFlavor)
+        await respond(send, 200, orjson.dumps(self.flavor.tokenize(prompt.token_ids)))
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, orjson.dumps(self.flavor.models()))

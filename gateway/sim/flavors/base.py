@@ -223,13 +223,6 @@ class PromText:
         label_text = "{" + labels + "}" if labels else ""
         self._lines.append(f"{name}{label_text} {go_float(value)}")
 
-    def process_start(self, started_at: float) -> None:
-        """The process collector's start-time gauge (unix seconds), as prometheus_client has it."""
-        self.family(
-            "process_start_time_seconds", "gauge",
-            "Start time of the process since unix epoch in seconds.", started_at,
-        )  # fmt: skip
-
     def render(self) -> bytes:
         """The exposition text."""
         return ("\n".join(self._lines) + "\n").encode()

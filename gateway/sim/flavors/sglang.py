@@ -12,12 +12,12 @@ from gateway.sim.engine import SimEngine
 from gateway.sim.flavors.base import (
     ErrorReply,
     Flavor,
-    PromText,
     ResponseMeta,
     Usage,
     openai_status,
     retry_headers,
 )
+from gateway.sim.flavors.prom import Families
 from gateway.sim.request import ContextLengthError, ErrorKind, RequestKind
 
 EOS_TOKEN_ID = 128009
@@ -234,8 +234,8 @@ class SglangFlavor(Flavor):
 
     def metrics(self, engine: SimEngine) -> bytes:
         s = engine.stats
-        labels = f'model_name="{self.config.model}"'
-        out = PromText()
+        labels = {"model_name": self.config.model}
+        out = Families(created=engine.started_at)
         out.process_start(engine.started_at)
         used = s.active_blocks * self.config.block_size
         gauges = (
@@ -248,7 +248,7 @@ class SglangFlavor(Flavor):
             ("num_grammar_queue_reqs", "The number of requests in the grammar queue.", 0),
         )
         for name, help_text, value in gauges:
-            out.family(f"sglang:{name}", "gauge", help_text, value, labels)
+            out.gauge(f"sglang:{name}", help_text, [(labels, value)])
         counters = (
             ("prompt_tokens", "Number of prefill tokens processed.", s.prompt_tokens_total),
             ("generation_tokens", "Number of generation tokens.", s.generation_tokens_total),
@@ -256,5 +256,5 @@ class SglangFlavor(Flavor):
             ("num_requests", "Number of requests processed.", s.success_total),
         )
         for name, help_text, value in counters:
-            out.family(f"sglang:{name}", "counter", help_text, value, labels, "_total")
+            out.counter(f"sglang:{name}", help_text, [(labels, value)])
         return out.render()

@@ -78,7 +78,7 @@ def test_decodes_are_batched_and_slow_down_with_the_batch(sim_fleet: FleetHandle
         assert backend.wait_for(lambda s: s.requests_running == n, WAIT_S)
         metrics = client.get("/metrics").text
         bodies = [f.result(WAIT_S) for f in futures]
-    assert "vllm:num_requests_running{model_name=" in metrics
+    assert f'vllm:num_requests_running{{engine="0",model_name="sim-llama-8b"}} {n}.0' in metrics
     assert all(b.rstrip().endswith("data: [DONE]") for b in bodies)
     steps = list(backend.engine.recent_steps)[-(backend.stats.steps_total - steps_before) :]
     full = [s for s in steps if s.decodes == n]

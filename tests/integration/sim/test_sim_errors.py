@@ -29,7 +29,7 @@ def error_message(name: str, resp: httpx.Response) -> str:
     if name == "vllm":
         assert set(data) == {"error"}
         assert data["error"]["code"] == resp.status_code
-        assert data["error"]["param"] is None
+        assert data["error"]["param"] in (None, "model", "max_tokens", "input_tokens")
         return str(data["error"]["message"])
     if name == "sglang":
         assert data["object"] == "error"
@@ -67,8 +67,11 @@ def test_context_length(sim_fleet: FleetHandle, name: str, status: int) -> None:
 def test_unknown_model(sim_fleet: FleetHandle) -> None:
     resp = post(sim_fleet, "vllm", body(model="gpt-nope"))
     assert resp.status_code == 404
-    assert error_message("vllm", resp) == "The model `gpt-nope` does not exist."
+    assert error_message("vllm", resp) == (
+        "The model `gpt-nope` does not exist. Valid aliases: sim-llama-8b."
+    )
     assert resp.json()["error"]["type"] == "NotFoundError"
+    assert resp.json()["error"]["param"] == "model"
     assert post(sim_fleet, "tgi", body(model="gpt-nope")).status_code == 200
 
 

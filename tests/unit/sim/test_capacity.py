@@ -32,7 +32,8 @@ def test_vllm_cache_config_info_has_vllms_labels_as_strings() -> None:
     assert labels["num_gpu_blocks"] == "5000"
     assert labels["enable_prefix_caching"] == "True"
     assert labels["cache_dtype"] == "auto"
-    assert labels["gpu_memory_utilization"] == "0.9"
+    assert labels["gpu_memory_utilization"] == "0.92"
+    assert labels["kv_cache_size_tokens"] == str(5000 * 32)
     assert labels["engine"] == "0"
     assert labels["sliding_window"] == "None"
     assert "model_name" not in labels  # the info gauge has no model label

@@ -52,11 +52,12 @@ def test_vllm_chat_chunks() -> None:
     assert chunks[2]["choices"][0]["stop_reason"] is None
 
 
-def test_vllm_completion_chunks_carry_null_usage() -> None:
+def test_vllm_completion_chunks_carry_no_usage_key() -> None:
     chunks = stream(flavor("vllm"), CMPL, ["a", " b"], finish="stop")
     assert [c["choices"][0]["text"] for c in chunks] == ["a", " b"]
-    assert all(c["usage"] is None and c["object"] == "text_completion" for c in chunks)
+    assert all("usage" not in c and c["object"] == "text_completion" for c in chunks)
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[0]["choices"][0]["token_ids"] is None  # vLLM 0.32 keys, set to null
 
 
 def test_sglang_chunks_have_matched_stop_and_null_usage() -> None:
@@ -89,8 +90,8 @@ def test_template_escapes_pieces_and_uses_given_prefix() -> None:
 @pytest.mark.parametrize(
     ("name", "cached", "expected"),
     [
-        ("vllm", 0, "absent"),
-        ("vllm", 32, {"cached_tokens": 32}),
+        ("vllm", 0, {"cached_tokens": 0, "created_cache_tokens": 32}),
+        ("vllm", 32, {"cached_tokens": 32, "created_cache_tokens": 0}),
         ("sglang", 0, {"cached_tokens": 0}),
         ("sglang", 32, {"cached_tokens": 32}),
         ("tgi", 32, "absent"),
@@ -218,7 +219,7 @@ def test_models_bodies() -> None:
         (
             "vllm",
             [
-                'vllm:num_requests_running{model_name="m",engine="0"}',
+                'vllm:num_requests_running{engine="0",model_name="m"}',
                 "vllm:num_requests_waiting{",
                 "vllm:kv_cache_usage_perc{",
                 "vllm:prefix_cache_queries_total{",
