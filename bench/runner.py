@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import shutil
@@ -10,14 +9,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-import orjson
 
 from bench.catalog import Sizes, build_workload
 from bench.checks import Check, CheckContext, workload_checks
@@ -34,12 +31,17 @@ from bench.plot import ttft_cdf_png
 from bench.procs import StartupError
 from bench.replay import Outcome, ReplayConfig, Replayer
 from bench.report import backend_deltas, summarize
-from bench.tables import plan_lines, policy_table, run_line
+from bench.runutil import clean_redis, run_async, write_json
+from bench.tables import LAG_WARN_S, plan_lines, policy_table, run_line
 
-T = TypeVar("T")
 _DRAIN_MIN_S = 30.0
 _DEADLINE_SPANS = 3.0
 _START_ATTEMPTS = 2
+_LAG_RERUNS = 2  # a run whose client send lag p99 exceeds LAG_WARN_S is rerun up to this often
+
+
+def _lagged(record: dict[str, Any]) -> bool:
+    return bool(record.get("summary", {}).get("send_lag_p99_s", 0.0) > LAG_WARN_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,18 +79,6 @@ class Options:
         )
 
 
-def _run_async(coro: Coroutine[Any, Any, T]) -> T:
-    factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
-    try:
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-        pass
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(coro)
-
-
 def accepted_policies(options: Options, workdir: Path) -> dict[str, str | None]:
     """Ask `prefix-gateway check-config` about each policy: None = accepted, else the reason."""
     fleet = FleetSettings(1, 16, 1024, 10000.0, 20.0, 1.0)
@@ -107,21 +97,6 @@ def accepted_policies(options: Options, workdir: Path) -> dict[str, str | None]:
         )
         out[policy] = None if proc.returncode == 0 else (proc.stderr or proc.stdout).strip()
     return out
-
-
-def _clean_redis(url: str | None, prefix: str) -> None:
-    if not url:
-        return
-    try:
-        import redis
-
-        client = redis.Redis.from_url(url, socket_timeout=5)
-        keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.delete(*keys[i : i + 500])
-        client.close()
-    except Exception as exc:  # the benchmark's own cleanup must not hide results
-        print(f"  warning: could not delete redis keys {prefix}*: {exc}", file=sys.stderr)
 
 
 def run_one(
@@ -170,11 +145,11 @@ def _attempt(
             deadline = _DEADLINE_SPANS * plan.span_s * fleet.time_scale + _DRAIN_MIN_S
             urls = tuple(env.gateway_urls)
             config = ReplayConfig(urls, MODEL, fleet.time_scale, deadline, deadline)
-            outcomes: list[Outcome] = _run_async(Replayer(config, plan.workload.requests).run())
+            outcomes: list[Outcome] = run_async(Replayer(config, plan.workload.requests).run())
             after = env.stats()
     finally:
         if options.index == "redis":
-            _clean_redis(options.redis_url, prefix)
+            clean_redis(options.redis_url, prefix)
     record.pop("failed", None)
     deltas = backend_deltas(before, after)
     record["summary"] = summarize(outcomes, deltas, fleet.time_scale).to_dict()
@@ -186,13 +161,6 @@ def _attempt(
     record["ttft_sim"] = [
         round(t / fleet.time_scale, 6) for o in outcomes if (t := o.ttft_or_censored) is not None
     ]
-
-
-def _write(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-    tmp.replace(path)
 
 
 def run_benchmark(options: Options, argv: list[str]) -> int:
@@ -240,11 +208,11 @@ def run_benchmark(options: Options, argv: list[str]) -> int:
             result["workloads"][name] = section
             all_checks.extend(checks)
             failures += bad
-            _write(options.out, result)
+            write_json(options.out, result)
     finally:
         result["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
         result["checks"] = [c.to_dict() for c in all_checks]
-        _write(options.out, result)
+        write_json(options.out, result)
     print("\n== checks (issue 3, 'What it must show') ==")
     for check in all_checks:
         print(check.line())
@@ -289,15 +257,20 @@ def _run_workload(
             if verdicts.get(policy):
                 continue
             logdir = logs_root / f"{name}-{policy}-{repeat + 1}"
-            record = run_one(plan, policy, repeat, options, logdir, known_flags)
+            for attempt in range(_LAG_RERUNS + 1):
+                record = run_one(plan, policy, repeat, options, logdir, known_flags)
+                print(run_line(record), flush=True)
+                if not _lagged(record) or attempt == _LAG_RERUNS:
+                    break
+                print("    (client send lag: not a figure, rerunning)", flush=True)
+                section.setdefault("discarded_lagged_runs", []).append(record)
             section["runs"].append(record)
-            print(run_line(record), flush=True)
             if "summary" in record:
                 runs[policy].append(record["summary"])
                 failures += bool(record["summary"]["errors"])
             else:
                 failures += 1
-            _write(options.out, result)
+            write_json(options.out, result)
     print()
     print(policy_table(runs))
     print("  (TTFT in simulated seconds; ± is half the range over repeats)")
