@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 
 import orjson
 
-_TYPE_BY_STATUS: Mapping[int, str] = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "invalid_request_error",
-    408: "timeout_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_exceeded",
-    503: "service_unavailable",
-    504: "timeout_error",
-}
+_TYPE_BY_STATUS: Mapping[int, str] = MappingProxyType(
+    {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "invalid_request_error",
+        408: "timeout_error",
+        413: "invalid_request_error",
+        422: "invalid_request_error",
+        429: "rate_limit_exceeded",
+        503: "service_unavailable",
+        504: "timeout_error",
+    }
+)
 
 
 def error_type_for(status: int) -> str:

@@ -13,7 +13,6 @@ RequestKind = Literal["chat", "completion"]
 
 
 _ASK_USAGE = b'{"stream_options":{"include_usage":true},'
-_USAGE_ONLY = {"include_usage": True}
 
 
 @dataclass(slots=True)
@@ -81,7 +80,9 @@ def _asking_for_usage(body: bytes, data: dict[str, Any]) -> bytes | None:
     ):
         # Usage on every chunk could not be taken back out: leave such a request as it is.
         return None
-    merged = {**options, "include_usage": True} if isinstance(options, dict) else _USAGE_ONLY
+    merged = (
+        {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+    )
     return orjson.dumps({**data, "stream_options": merged})
 
 

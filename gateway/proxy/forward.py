@@ -25,7 +25,7 @@ from gateway.settings import UpstreamSettings
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 
-FORWARD_HEADERS = [(b"content-type", b"application/json"), (b"accept-encoding", b"identity")]
+FORWARD_HEADERS = ((b"content-type", b"application/json"), (b"accept-encoding", b"identity"))
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
