@@ -19,6 +19,10 @@ run: $(STAMP)
 test: $(STAMP)
 	@scripts/test.sh $(PYTEST_ARGS)
 
+.PHONY: test-engines
+test-engines:  # real vLLM (CPU build, tiny local model) behind the gateway; see scripts/test-engines.sh
+	@scripts/test-engines.sh $(PYTEST_ARGS)
+
 check: $(STAMP)
 	$(VENV)/bin/ruff check gateway tests bench
 	$(VENV)/bin/ruff format --check gateway tests bench
