@@ -72,7 +72,8 @@ class RedisServer:
         """True while the process is alive."""
         return self._proc is not None and self._proc.poll() is None
 
-    def _log(self) -> str:
+    def log(self) -> str:
+        """The tail of the server's log file."""
         if self._dir is None:
             return ""
         with contextlib.suppress(OSError):
@@ -89,7 +90,7 @@ class RedisServer:
                 self.port = free_port()
             if self._launch():
                 return self
-        raise RuntimeError(f"redis-server did not start on port {self.port}:\n{self._log()}")
+        raise RuntimeError(f"redis-server did not start on port {self.port}:\n{self.log()}")
 
     def _launch(self) -> bool:
         if self._dir is None:

@@ -1,8 +1,10 @@
-"""The Redis index against a real redis-server: semantics, sharing between replicas, keys."""
+"""The Redis index against a real redis-server and a real 3-master Redis Cluster (every test
+runs on both, by the ``index_url`` fixture): semantics, sharing between replicas, keys."""
 
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,6 +15,7 @@ from gateway.prefix.hashing import chain_hashes
 from gateway.prefix.index import IndexState, PrefixIndex
 from gateway.prefix.redis import RedisPrefixIndex
 from gateway.prefix.staleness import StalenessConfig
+from tests.support.redis_cluster import RedisClusterServers
 from tests.unit.prefix.fakes import FakeClock
 
 M = "model"
@@ -26,7 +29,7 @@ def chain(seed: int, n: int, shared: bytes = b"") -> list[int]:
 
 
 @pytest.fixture
-async def make_index(redis_url: str, key_prefix: str) -> AsyncIterator[Factory]:
+async def make_index(index_url: str, key_prefix: str) -> AsyncIterator[Factory]:
     made: list[RedisPrefixIndex] = []
 
     def make(**kw: Any) -> RedisPrefixIndex:
@@ -37,7 +40,7 @@ async def make_index(redis_url: str, key_prefix: str) -> AsyncIterator[Factory]:
         kw.setdefault(
             "staleness", StalenessConfig(safety_factor=1.0, rate_window_s=10.0, warmup_s=1.0)
         )
-        idx = RedisPrefixIndex(redis_url, **kw)
+        idx = RedisPrefixIndex(index_url, **kw)
         idx.configure_backends({"a": 100_000, "b": 100_000})
         made.append(idx)
         return idx
@@ -47,7 +50,7 @@ async def make_index(redis_url: str, key_prefix: str) -> AsyncIterator[Factory]:
         await idx.close()
 
 
-def keys_of(client: redis.Redis, prefix: str) -> list[bytes]:
+def keys_of(client: redis.Redis | redis.RedisCluster, prefix: str) -> list[bytes]:
     return list(client.scan_iter(match=f"{prefix}*", count=1000))
 
 
@@ -155,7 +158,7 @@ async def test_insertion_rate_counts_every_replica(make_index: Factory) -> None:
 
 
 async def test_rerecording_a_held_chain_inserts_nothing(
-    make_index: Factory, sync_redis: redis.Redis, key_prefix: str
+    make_index: Factory, sync_redis: redis.Redis | redis.RedisCluster, key_prefix: str
 ) -> None:
     clock = FakeClock()
     idx = make_index(clock=clock)
@@ -197,7 +200,7 @@ async def test_next_turn_matches_the_previous_turn_exactly(make_index: Factory) 
 
 
 async def test_recent_refresh_is_skipped_then_rewritten(
-    make_index: Factory, sync_redis: redis.Redis, key_prefix: str
+    make_index: Factory, sync_redis: redis.Redis | redis.RedisCluster, key_prefix: str
 ) -> None:
     clock = FakeClock()
     idx = make_index(clock=clock, marker_stride=4, exact_head_blocks=2, fresh_s=2.0)
@@ -215,7 +218,7 @@ async def test_recent_refresh_is_skipped_then_rewritten(
 
 
 async def test_keys_share_the_chain_hash_tag_and_expire(
-    make_index: Factory, sync_redis: redis.Redis, key_prefix: str
+    make_index: Factory, sync_redis: redis.Redis | redis.RedisCluster, key_prefix: str
 ) -> None:
     idx = make_index(marker_stride=4, exact_head_blocks=2, ttl_s=600.0)
     chains = [chain(s, 30) for s in range(3)]
@@ -230,6 +233,39 @@ async def test_keys_share_the_chain_hash_tag_and_expire(
         assert k.index(b"{") == len(key_prefix)
         assert k.index(b"}") == len(key_prefix) + 17
         assert 0 < int(sync_redis.pttl(k)) <= 600_000
+
+
+async def test_cluster_scripts_run_on_the_node_owning_each_chain(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    """Every key of a chain is in its hash tag's slot; chains spread over all three masters."""
+    redis_cluster.wait_ok()
+    key_prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    idx = RedisPrefixIndex(
+        redis_cluster.url, key_prefix=key_prefix, marker_stride=4, exact_head_blocks=2
+    )
+    idx.configure_backends({"a": 100_000})
+    chains = [chain(s, 12) for s in range(24)]
+    client = redis_cluster.client()
+    try:
+        for c in chains:
+            await idx.record(M, "a", c)
+        owners: set[str] = set()
+        for c in chains:
+            assert await idx.lookup(M, c) == {"a": 12}
+            tag = f"{key_prefix}{{{c[0]:016x}}}".encode()
+            slot = client.keyslot(tag)
+            keys = list(client.scan_iter(match=f"{key_prefix}{{{c[0]:016x}}}*", count=1000))
+            assert len(keys) == 2 + 2 + 1  # markers 1, 2, 4, 8, 12 (block 12 is a multiple)
+            assert {client.keyslot(k) for k in keys} == {slot}
+            owners.add(client.nodes_manager.get_node_from_slot(slot).name)
+        assert len(owners) == 3
+        assert idx.counters.lookup_errors == idx.counters.record_errors == 0
+    finally:
+        for key in client.scan_iter(match=f"{key_prefix}*", count=1000):
+            client.unlink(key)
+        client.close()
+        await idx.close()
 
 
 async def test_long_chains_are_capped(make_index: Factory) -> None:
