@@ -15,10 +15,12 @@ import argparse
 import contextlib
 import fcntl
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
 
 import orjson
@@ -30,6 +32,7 @@ from bench.procs import LOOPBACK, ChildProcess, StartupError, free_port_range, w
 from bench.tables import LAG_WARN_S
 
 REPO = Path(__file__).resolve().parent.parent
+_PART_TIMEOUT_S = 40 * 60
 SCRIPT = REPO / "bench" / "routing_quality.py"
 
 
@@ -129,19 +132,40 @@ def run_part(name: str, flags: Sequence[str], out_dir: Path, lock: Path | None) 
     started = time.monotonic()
     with locked(lock):
         waited = time.monotonic() - started
-        proc = subprocess.run(argv, cwd=REPO, check=False, timeout=40 * 60)
+        returncode = _run_child(argv)
     wall = time.monotonic() - started - waited
     try:
         result: dict[str, Any] = orjson.loads(out.read_bytes())
     except (OSError, orjson.JSONDecodeError) as exc:
         result = {"failed": f"no result: {exc}"}
-    result.update(matrix_part=name, exit_status=proc.returncode, wall_s=wall, lock_wait_s=waited)
+    result.update(matrix_part=name, exit_status=returncode, wall_s=wall, lock_wait_s=waited)
     return result
+
+
+def _run_child(argv: Sequence[str], timeout_s: float = _PART_TIMEOUT_S) -> int:
+    """Run one part; on timeout or Ctrl-C/SIGTERM, SIGTERM that child (it stops its own)."""
+    child = subprocess.Popen(list(argv), cwd=REPO)
+    try:
+        return child.wait(timeout=timeout_s)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        child.terminate()
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(timeout=10)
+        raise
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every part, print a table per part and every check, write one JSON."""
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
+    signal.signal(signal.SIGTERM, _terminate)
     known = sim_flags(REPO)
     out_dir = args.out.parent / args.out.stem
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -153,15 +177,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                if f not in known]  # fmt: skip
     if missing:
         print(f"!! this simulator has no {', '.join(missing)}: parts run without them")
+    interrupted = False
     with contextlib.ExitStack() as stack:
         for name, flags in todo:
-            if time.monotonic() - started > args.max_minutes * 60:
+            if interrupted or time.monotonic() - started > args.max_minutes * 60:
                 skipped.append(name)
                 continue
-            if "--index" in flags:
-                url = stack.enter_context(private_redis(args.redis_url, out_dir))
-                flags = [*flags, "--redis-url", url]
-            results[name] = run_part(name, flags, out_dir, args.lock)
+            try:
+                if "--index" in flags:
+                    url = stack.enter_context(private_redis(args.redis_url, out_dir))
+                    flags = [*flags, "--redis-url", url]
+                results[name] = run_part(name, flags, out_dir, args.lock)
+            except KeyboardInterrupt:
+                print(f"\ninterrupted during {name}: its child stopped", file=sys.stderr)
+                interrupted = True
+                skipped.append(name)
     wall = time.monotonic() - started
     checks = [{**c, "part": name} for name, r in results.items() for c in result_checks(r)]
     if "gateways-1" in results or "gateways-2" in results:
@@ -181,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     passed = sum(1 for c in checks if c["passed"])
     print(f"\n{passed}/{len(checks)} checks passed; matrix wall time {wall / 60:.1f} min")
     if skipped:
-        print(f"!! not run (past --max-minutes): {', '.join(skipped)}")
+        print(f"!! not run (interrupted or past --max-minutes): {', '.join(skipped)}")
     merged = {
         "benchmark": "calibration_matrix",
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -194,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     args.out.write_bytes(orjson.dumps(merged, option=orjson.OPT_INDENT_2))
     print(f"results: {args.out}")
+    if interrupted:
+        return 130
     return 0 if all(r.get("exit_status") == 0 for r in results.values()) else 1
 
 
