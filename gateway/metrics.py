@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from gateway.fleet.registry import Fleet
+    from gateway.prefix.index import PrefixIndex
 
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
@@ -197,3 +198,42 @@ class GatewayMetrics:
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def watch_index(self, index: PrefixIndex) -> None:
+        """Export the cache-location index's own counters (read at scrape time)."""
+        self.registry.register(IndexCounterCollector(index))
+
+
+# The index's counters exported as `gateway_index_<name>_total`: (IndexCounters field, help).
+INDEX_COUNTERS = (
+    ("lookups", "Index lookups asked for (Redis: including those skipped while degraded)."),
+    ("lookup_errors", "Index lookups that failed (timeout, connection, error reply, bad reply)."),
+    ("lookups_skipped", "Index lookups not sent because the index was degraded."),
+    ("records", "Routed prefixes asked to be recorded in the index."),
+    ("record_errors", "Index records and truncations that failed."),
+    ("records_dropped", "Index records dropped (degraded, or too many in flight)."),
+    ("truncates", "Index truncations (a backend reported less cache than predicted)."),
+    ("forgets", "Backends forgotten by the index (a restart: a new epoch)."),
+    ("timeouts", "Redis calls of the index that hit their hard timeout."),
+    ("error_replies", "Redis calls of the index answered with an error (MOVED, OOM, READONLY...)."),
+    ("degraded_transitions", "Times the index degraded (routing by load only)."),
+    ("recoveries", "Times the index recovered from degraded."),
+    ("sync_errors", "Failed syncs of the index's shared backend state."),
+)
+
+
+class IndexCounterCollector(Collector):
+    """The cache-location index's counters, read from the live index at scrape time."""
+
+    def __init__(self, index: PrefixIndex) -> None:
+        self._index = index
+
+    def collect(self) -> Iterator[Metric]:
+        """One counter family per index counter."""
+        from prometheus_client.core import CounterMetricFamily
+
+        counters = self._index.counters
+        for name, documentation in INDEX_COUNTERS:
+            value = getattr(counters, name, None)
+            if isinstance(value, int):
+                yield CounterMetricFamily(f"gateway_index_{name}", documentation, value=value)
