@@ -13,6 +13,8 @@ from gateway.sim.state import StepRecord, Ticket, TicketState
 if TYPE_CHECKING:
     from gateway.sim.engine import SimEngine
 
+_MAX_LAG_S = 0.05  # how far behind its clock the step loop may catch up
+
 
 class Scheduler(Protocol):
     """When prompt tokens get computed and output tokens produced."""
@@ -101,13 +103,19 @@ class BatchScheduler:
     async def _run(self) -> None:
         engine = self.engine
         scale = engine.config.time_scale
+        loop = asyncio.get_running_loop()
+        clock = loop.time()  # when the current step ends, in the loop's time
         try:
             while self.waiting or self.running:
                 record, decodes, chunks = self._plan()
                 if record.batch == 0:
                     break
                 wall = record.duration_s * scale
-                await asyncio.sleep(wall)
+                now = loop.time()
+                # Steps follow each other on a clock of their own, so the time spent planning
+                # and streaming does not add up; after a pause (or a long stall) it restarts.
+                clock = (clock if now - clock < _MAX_LAG_S else now) + wall
+                await asyncio.sleep(max(0.0, clock - now))
                 engine.record_step(record, wall)
                 self._complete(decodes, chunks)
         except BaseException as exc:
