@@ -40,6 +40,7 @@ class SimEngine:
         self._hit_window: deque[tuple[int, int]] = deque(maxlen=_HIT_RATE_WINDOW)
         self._cond = threading.Condition()
         self._next_rid = 0
+        self._private_blocks = 0  # KV blocks of running requests outside the shared prefix cache
         self.scheduler: Scheduler = (
             BatchScheduler(self) if config.scheduler == "batched" else FifoScheduler(self)
         )
@@ -101,8 +102,9 @@ class SimEngine:
             stats.waiting_prompt_tokens -= ticket.prompt_tokens
         elif state is TicketState.RUNNING:
             stats.requests_running -= 1
-            stats.active_blocks -= ticket.blocks
+            self._private_blocks -= ticket.blocks
             self.cache.release(ticket.hashes[: ticket.held], ticket.cache_generation)
+            self._count_blocks()
         if state is not TicketState.NEW:
             self.scheduler.discard(ticket)
         if outcome == "success":
@@ -129,8 +131,8 @@ class SimEngine:
         self._notify()
 
     def fits(self, ticket: Ticket) -> bool:
-        """True when the ticket's prompt blocks fit in the KV blocks not yet in use."""
-        need = -(-ticket.prompt_tokens // self.config.block_size)
+        """True when the ticket's uncached prompt blocks fit in the KV blocks not in use."""
+        need = -(-ticket.prompt_tokens // self.config.block_size) - self.cache.match(ticket.hashes)
         return self.stats.active_blocks + need <= self.config.cache_capacity_blocks
 
     def admit(self, ticket: Ticket) -> None:
@@ -147,9 +149,10 @@ class SimEngine:
         ticket.cache_generation = self.cache.generation
         ticket.cached = ticket.computed = matched * bs
         ticket.state = TicketState.RUNNING
-        ticket.blocks = -(-(n_tokens + ticket.max_tokens) // bs)
+        ticket.blocks = -(-(n_tokens + ticket.max_tokens) // bs) - matched
+        self._private_blocks += ticket.blocks
+        self._count_blocks()
         stats.requests_running += 1
-        stats.active_blocks += ticket.blocks
         stats.prefills_total += 1
         stats.prompt_tokens_total += n_tokens
         stats.prefix_cache_queries_tokens += n_tokens
@@ -162,10 +165,18 @@ class SimEngine:
         ticket.computed = ticket.prompt_tokens
         if ticket.cache_generation == self.cache.generation:
             self.cache.acquire(ticket.hashes[ticket.held :])
+            shared = len(ticket.hashes) - ticket.held  # its full blocks now live in the cache
             ticket.held = len(ticket.hashes)
+            ticket.blocks -= shared
+            self._private_blocks -= shared
+            self._count_blocks()
         free = self.zero_latency or self.decode_free
         ticket.generated = ticket.max_tokens if free else 1
         self.wake(ticket)
+
+    def _count_blocks(self) -> None:
+        """KV blocks in use: distinct cached blocks held by running requests, plus the rest."""
+        self.stats.active_blocks = self.cache.pinned + self._private_blocks
 
     def wake(self, ticket: Ticket) -> None:
         """Resolve the ticket's pending wait, if any."""
@@ -186,6 +197,7 @@ class SimEngine:
     def reset_cache(self, *, restart: bool) -> None:
         """Drop the prefix cache; a restart also bumps the epoch and the start time."""
         self.cache.clear()
+        self._count_blocks()
         self._hit_window.clear()
         if restart:
             self.stats.epoch += 1

@@ -32,7 +32,7 @@ class EngineStats:
     prefix_cache_queries_tokens: int = 0
     prefix_cache_hits_tokens: int = 0
     prefill_busy_seconds: float = 0.0
-    active_blocks: int = 0
+    active_blocks: int = 0  # KV blocks in use: shared prefix blocks once, plus private ones
     steps_total: int = 0
     step_seconds_total: float = 0.0
     epoch: int = 0
@@ -62,7 +62,7 @@ class Ticket:
     def __init__(self, rid: int = 0) -> None:
         self.rid = rid
         self.state = TicketState.NEW
-        self.blocks = 0  # KV blocks counted as in use while running
+        self.blocks = 0  # KV blocks it uses outside the shared (pinned) prefix cache
         self.prompt_tokens = 0
         self.max_tokens = 1
         self.hashes: Sequence[int] = ()

@@ -126,6 +126,21 @@ async def test_kv_capacity_holds_requests_in_the_queue() -> None:
     assert engine.stats.active_blocks == 0
 
 
+async def test_a_shared_prefix_counts_once_in_the_kv_in_use() -> None:
+    engine = make(cache_capacity_blocks=40)
+    first = engine.open()
+    await engine.prefill(first, 320, chain("doc", 320), 16)  # 20 blocks, shared once cached
+    assert engine.stats.active_blocks == 20 + 1  # the prompt's blocks plus one for the output
+    others = [engine.open() for _ in range(5)]
+    await asyncio.gather(*(engine.prefill(t, 320, chain("doc", 320), 16) for t in others))
+    assert engine.stats.requests_running == 6  # six private copies would need 126 blocks
+    assert engine.stats.active_blocks == 20 + 6
+    assert engine.kv_usage == pytest.approx(26 / 40)
+    for ticket in (first, *others):
+        engine.close(ticket, "cancelled")
+    assert (engine.stats.active_blocks, engine.cache.pinned) == (0, 0)
+
+
 async def test_cancellation_frees_waiting_and_prefilling_requests_at_once() -> None:
     engine = make(prefill_tokens_per_s=1.0, time_scale=1.0)  # a step of 2048 tokens: 34 min
     first, second = engine.open(), engine.open()
