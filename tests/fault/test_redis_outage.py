@@ -48,6 +48,20 @@ def serve_until(client: httpx.Client, start: int, done) -> int:
     raise AssertionError("condition not reached within the bound")
 
 
+def assert_affinity_returns(client: httpx.Client, gw) -> None:
+    """Routing by prefix works again: a prefix learned now is followed by the next request.
+
+    (A lookup may still time out while Redis works off what queued up during the trouble, so
+    this is a bounded search for affinity, not a single shot.)
+    """
+    for i in range(10_000, 10_000 + 2 * 20, 2):
+        learned = ask(client, i, f"fresh prefix {i} ")
+        assert gw.call(gw.deps.tasks.settle())
+        if ask(client, i + 1, f"fresh prefix {i} ") == learned:
+            return
+    raise AssertionError("prefix affinity did not come back after Redis returned")
+
+
 @pytest.mark.parametrize("trouble", ["stop", "pause"])
 def test_requests_succeed_through_a_redis_outage_and_routing_recovers(
     sim_fleet, gateway, redis_server, unique_prefix, trouble
@@ -85,13 +99,4 @@ def test_requests_succeed_through_a_redis_outage_and_routing_recovers(
         serve_until(client, n, lambda: index.healthy)
         assert degraded_gauge(client) == 0.0
         assert gw.call(gw.deps.tasks.settle())
-        # Routing by prefix works again: a prefix learned now is followed by the next request.
-        # (A lookup may still time out while Redis works off what queued up during the outage,
-        # so this is a bounded search for affinity, not a single shot.)
-        for i in range(10_000, 10_000 + 2 * 20, 2):
-            learned = ask(client, i, f"fresh prefix {i} ")
-            assert gw.call(gw.deps.tasks.settle())
-            if ask(client, i + 1, f"fresh prefix {i} ") == learned:
-                break
-        else:
-            raise AssertionError("prefix affinity did not come back after Redis returned")
+        assert_affinity_returns(client, gw)
