@@ -34,6 +34,7 @@ class EngineOptions:
     kv_cache_gib: int = 1
     startup_timeout_s: float = 900.0
     stop_grace_s: float = 30.0
+    dev_mode: bool = False  # VLLM_SERVER_DEV_MODE: adds POST /reset_prefix_cache (benchmarks)
 
     @classmethod
     def from_env(cls) -> EngineOptions:
@@ -50,6 +51,7 @@ class EngineOptions:
             f"VLLM_CPU_KVCACHE_SPACE={self.kv_cache_gib}",
             "VLLM_CPU_OMP_THREADS_BIND=nobind",
             "OMP_NUM_THREADS=1",
+            f"VLLM_SERVER_DEV_MODE={int(self.dev_mode)}",
             str(self.python), "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(self.model_dir), "--served-model-name", self.served_model,
             "--host", LOOPBACK, "--port", str(port),
