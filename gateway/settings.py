@@ -56,26 +56,25 @@ class IndexSettings(StrictModel):
     lookup_timeout_ms: PositiveFloat = 50.0
     record_timeout_ms: PositiveFloat = 200.0
 
-    @field_validator("redis_url")
-    @classmethod
-    def _known_scheme(cls, url: str | None) -> str | None:
-        if url is None:
-            return url
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> IndexSettings:
+        if self.kind == "redis" and not self.redis_url:
+            raise ValueError("index.kind is 'redis' but index.redis_url is not set")
+        url = self.redis_url
+        if not url:
+            return self
         from gateway.prefix.redis_cluster import is_cluster_url, parse_cluster_url
 
         if is_cluster_url(url):
-            parse_cluster_url(url)  # ValueError names what is wrong
+            try:
+                parse_cluster_url(url)
+            except ValueError as exc:
+                raise ValueError(f"index.redis_url: {exc}") from None
         elif not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(
                 "index.redis_url must start with redis://, rediss://, unix:// "
                 "or (a Redis Cluster) redis+cluster://, rediss+cluster://"
             )
-        return url
-
-    @model_validator(mode="after")
-    def _redis_needs_url(self) -> IndexSettings:
-        if self.kind == "redis" and not self.redis_url:
-            raise ValueError("index.kind is 'redis' but index.redis_url is not set")
         return self
 
 
