@@ -35,20 +35,14 @@ new chain, 83-120 µs rewriting a held one, 23-28 µs when refreshed within ``fr
 15.2 bytes per recorded (block, backend), i.e. 14.5 MiB per million blocks (about 150 bytes per
 marker key), from ``INFO memory`` around 1,000,000 recorded blocks.
 
-Redis Cluster (``redis+cluster://`` URLs, ``gateway/prefix/redis_cluster.py``): every chain
-script touches only keys of its chain's hash tag, so it runs on the node owning that slot; the
-state HASH is one key (one slot). Nothing scans or deletes across slots: ``forget`` is an epoch
-in the state HASH, old entries expire by TTL.
+Redis Cluster (``redis+cluster://``, see ``redis_cluster.py``): a chain script touches only
+keys of its chain's hash tag and the state HASH is one key, so every script runs on one node;
+nothing scans or deletes across slots (``forget`` is an epoch in the state HASH).
 
-Failure handling: every call runs under a hard ``asyncio.timeout``; redis-py disconnects a
-connection whose command was cancelled before it returns to the pool, so a late reply is never
-read as another command's answer. Timeouts, connection errors and error replies (MOVED, ASK,
-READONLY, OOM, CLUSTERDOWN; NOSCRIPT is answered by resending the script) are failures. Lookups
-and writes have a breaker each (``IndexBreakers``), opened by consecutive failures of their own
-kind; while either is open the index is degraded: lookups return {} at once (load-only routing)
-and records are dropped. After a cool-down one trial call half-opens a breaker and a success
-closes it (the sync task makes the trials when there is no traffic), so the index recovers by
-itself.
+Failure handling (``redis_guard.py``): hard timeouts; timeouts, connection errors and error
+replies are failures; lookups and writes have a breaker each (``IndexBreakers``); while either
+is open lookups return {} at once (load-only routing) and records are dropped; trial calls after
+a cool-down (the sync task makes them when there is no traffic) close them again by themselves.
 """
 
 from __future__ import annotations
@@ -65,8 +59,8 @@ from typing import Any
 from gateway.prefix.breaker import BreakerState, IndexBreakers
 from gateway.prefix.index import IndexCounters, IndexState
 from gateway.prefix.redis_guard import GuardedScripts
-from gateway.prefix.redis_scripts import LOOKUP, RECORD, SYNC, TRUNCATE
-from gateway.prefix.redis_state import SharedBackendState
+from gateway.prefix.redis_scripts import LOOKUP, RECORD, TRUNCATE
+from gateway.prefix.redis_state import SharedBackendState, SharedStateSync
 from gateway.prefix.staleness import Clock, StalenessConfig, StalenessModel
 
 _log = logging.getLogger("gateway.prefix.redis")
@@ -118,7 +112,6 @@ class RedisPrefixIndex:
         if min(ttl_s, lookup_timeout_s, write_timeout_s, sync_interval_s) <= 0:
             raise ValueError("ttl_s, timeouts and sync_interval_s must be > 0")
         self._prefix = key_prefix.encode()
-        self._state_key = self._prefix + b"state"
         self._chain_args = (marker_stride, exact_head_blocks)
         self._max_chain = max_chain_blocks
         self._ttl_ms = max(int(ttl_s * 1000), 1)
@@ -137,7 +130,6 @@ class RedisPrefixIndex:
             on_change=self._degraded_changed,
         )
         self._breakers = breakers
-        self._probe_key = self._prefix + b"{probe}"
         self._redis = GuardedScripts(
             url,
             breakers=breakers,
@@ -147,9 +139,20 @@ class RedisPrefixIndex:
         )
         self._model = StalenessModel(staleness or StalenessConfig(max_age_s=ttl_s), clock=clock)
         self._shared = SharedBackendState(self._model)
+        self._sync = SharedStateSync(
+            self._redis,
+            self._shared,
+            self._counters,
+            state_key=self._prefix + b"state",
+            probe_key=self._prefix + b"{probe}",
+            probe_args=self._chain_args,
+            ttl_ms=self._ttl_ms,
+            write_timeout_s=write_timeout_s,
+            lookup_timeout_s=lookup_timeout_s,
+            clock=clock,
+        )
         self._inflight = 0
         self._sync_task: asyncio.Task[None] | None = None
-        self._sync_lock = asyncio.Lock()
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -288,47 +291,15 @@ class RedisPrefixIndex:
 
     async def sync_shared_state(self) -> bool:
         """Push pending epochs and insert counts, pull every backend's; True on success."""
-        if not self._breakers.allow_write():
-            return False
-        async with self._sync_lock:
-            args, epochs, inserts = self._shared.take(self._ttl_ms * 2)
-            ok, flat = await self._redis.run(
-                SYNC, self._state_key, args, limit_s=self._write_timeout
-            )
-            if not ok:
-                self._counters.sync_errors += 1
-                self._shared.requeue(epochs, inserts)
-                return False
-            try:
-                self._shared.apply(flat, self._clock())
-            except (TypeError, ValueError, AttributeError):  # pushed, but unreadable reply
-                self._counters.sync_errors += 1
-                return False
-            return True
-
-    async def _sync_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._sync_interval)
-            try:
-                await self.sync_shared_state()
-                await self._probe_lookups()
-            except Exception:  # the loop must outlive any surprise
-                self._counters.sync_errors += 1
-
-    async def _probe_lookups(self) -> None:
-        """The lookup breaker's trial when no traffic makes one: an empty lookup."""
-        if self._breakers.reads.state is BreakerState.CLOSED or not self._breakers.allow_lookup():
-            return
-        args = [b"", *self._chain_args]
-        await self._redis.run(
-            LOOKUP, self._probe_key, args, limit_s=self._lookup_timeout, lookup=True
-        )
+        return await self._sync.sync()
 
     async def start(self) -> None:
         """Sync the shared state once (bounded) and start the periodic sync task."""
         if self._sync_task is None:
             await self.sync_shared_state()
-            self._sync_task = asyncio.create_task(self._sync_loop(), name="prefix-index-sync")
+            self._sync_task = asyncio.create_task(
+                self._sync.run(self._sync_interval), name="prefix-index-sync"
+            )
 
     async def close(self) -> None:
         """Stop the sync task and close the connection pools."""

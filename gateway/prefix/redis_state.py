@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.prefix.staleness import StalenessModel
+from gateway.prefix.breaker import BreakerState
+from gateway.prefix.index import IndexCounters
+from gateway.prefix.redis_guard import GuardedScripts
+from gateway.prefix.redis_scripts import LOOKUP, SYNC
+from gateway.prefix.staleness import Clock, StalenessModel
 
 
 class SharedBackendState:
@@ -63,3 +68,71 @@ class SharedBackendState:
                 model.observe_total(backend, value, now)
         for backend in unseen:  # no shared counter yet: it starts from zero
             model.observe_total(backend, 0, now)
+
+
+class SharedStateSync:
+    """Pushes and pulls the shared state (the SYNC script) and, on the same schedule, makes the
+    lookup breaker's trial when no traffic does (an empty lookup)."""
+
+    def __init__(
+        self,
+        redis: GuardedScripts,
+        shared: SharedBackendState,
+        counters: IndexCounters,
+        *,
+        state_key: bytes,
+        probe_key: bytes,
+        probe_args: Sequence[Any],
+        ttl_ms: int,
+        write_timeout_s: float,
+        lookup_timeout_s: float,
+        clock: Clock,
+    ) -> None:
+        self._redis = redis
+        self._shared = shared
+        self._counters = counters
+        self._state_key = state_key
+        self._probe = (probe_key, [b"", *probe_args])
+        self._ttl_ms = ttl_ms
+        self._write_timeout = write_timeout_s
+        self._lookup_timeout = lookup_timeout_s
+        self._clock = clock
+        self._lock = asyncio.Lock()
+
+    async def sync(self) -> bool:
+        """Push pending epochs and insert counts, pull every backend's; True on success."""
+        if not self._redis.breakers.allow_write():
+            return False
+        async with self._lock:
+            args, epochs, inserts = self._shared.take(self._ttl_ms * 2)
+            ok, flat = await self._redis.run(
+                SYNC, self._state_key, args, limit_s=self._write_timeout
+            )
+            if not ok:
+                self._counters.sync_errors += 1
+                self._shared.requeue(epochs, inserts)
+                return False
+            try:
+                self._shared.apply(flat, self._clock())
+            except (TypeError, ValueError, AttributeError):  # pushed, but unreadable reply
+                self._counters.sync_errors += 1
+                return False
+            return True
+
+    async def probe_lookups(self) -> None:
+        """The lookup breaker's trial when it is open and no lookup came to make it."""
+        breakers = self._redis.breakers
+        if breakers.reads.state is BreakerState.CLOSED or not breakers.allow_lookup():
+            return
+        key, args = self._probe
+        await self._redis.run(LOOKUP, key, args, limit_s=self._lookup_timeout, lookup=True)
+
+    async def run(self, interval_s: float) -> None:
+        """Sync and probe every ``interval_s`` until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.sync()
+                await self.probe_lookups()
+            except Exception:  # the loop must outlive any surprise
+                self._counters.sync_errors += 1
