@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Mapping
+from types import MappingProxyType
 
 import orjson
 
@@ -18,11 +20,13 @@ from gateway.sim.tokens import VOCABULARY, block_hashes_packed, output_text, out
 
 _FIRST_PIECES = tuple(orjson.dumps(word) for word in VOCABULARY)
 _NEXT_PIECES = tuple(orjson.dumps(" " + word) for word in VOCABULARY)
-_EARLY_FAULTS = {
-    "error": (ErrorKind.SERVER_ERROR, "Internal server error (simulated fault)"),
-    "429": (ErrorKind.OVERLOADED, "Too many requests (simulated fault)"),
-    "503": (ErrorKind.UNAVAILABLE, "Service unavailable (simulated fault)"),
-}
+_EARLY_FAULTS: Mapping[str, tuple[ErrorKind, str]] = MappingProxyType(
+    {
+        "error": (ErrorKind.SERVER_ERROR, "Internal server error (simulated fault)"),
+        "429": (ErrorKind.OVERLOADED, "Too many requests (simulated fault)"),
+        "503": (ErrorKind.UNAVAILABLE, "Service unavailable (simulated fault)"),
+    }
+)
 _MIDSTREAM_MESSAGE = "Engine error during generation (simulated fault)"
 _MIDSTREAM_FAULTS = ("abort_midstream", "midstream_error")
 
@@ -84,8 +88,9 @@ class GenerationHandler:
                 raise SimRequestError(ErrorKind.UNAVAILABLE, "The model is still loading")
             req = parse_request(body, kind, self.config, engine.tokenizer)
             fault = self._pick_fault(req)
-            if fault in _EARLY_FAULTS:
-                raise SimRequestError(*_EARLY_FAULTS[fault])
+            early = _EARLY_FAULTS.get(fault) if fault is not None else None
+            if early is not None:
+                raise SimRequestError(*early)
         except SimRequestError as err:
             engine.close(ticket, "error")
             await self._send_error(send, self.flavor.request_error(err, self.faults.retry_after_s))

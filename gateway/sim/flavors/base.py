@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -172,23 +174,27 @@ def sse(prefix: bytes, payload: bytes) -> bytes:
     return prefix + payload + b"\n\n"
 
 
-_STATUS = {
-    ErrorKind.INVALID_JSON: 400,
-    ErrorKind.SCHEMA: 400,
-    ErrorKind.INVALID_VALUE: 400,
-    ErrorKind.CONTEXT_LENGTH: 400,
-    ErrorKind.NOT_FOUND: 404,
-    ErrorKind.SERVER_ERROR: 500,
-    ErrorKind.OVERLOADED: 429,
-    ErrorKind.UNAVAILABLE: 503,
-}
-_OPENAI_TYPES = {
-    400: "BadRequestError",
-    404: "NotFoundError",
-    429: "TooManyRequestsError",
-    500: "InternalServerError",
-    503: "ServiceUnavailableError",
-}
+_STATUS: Mapping[ErrorKind, int] = MappingProxyType(
+    {
+        ErrorKind.INVALID_JSON: 400,
+        ErrorKind.SCHEMA: 400,
+        ErrorKind.INVALID_VALUE: 400,
+        ErrorKind.CONTEXT_LENGTH: 400,
+        ErrorKind.NOT_FOUND: 404,
+        ErrorKind.SERVER_ERROR: 500,
+        ErrorKind.OVERLOADED: 429,
+        ErrorKind.UNAVAILABLE: 503,
+    }
+)
+_OPENAI_TYPES: Mapping[int, str] = MappingProxyType(
+    {
+        400: "BadRequestError",
+        404: "NotFoundError",
+        429: "TooManyRequestsError",
+        500: "InternalServerError",
+        503: "ServiceUnavailableError",
+    }
+)
 
 
 def openai_status(kind: ErrorKind) -> tuple[int, str]:

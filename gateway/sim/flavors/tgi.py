@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -16,16 +18,18 @@ from gateway.sim.request import ContextLengthError, ErrorKind, RequestKind
 TGI_VERSION = "3.3.4"  # the default; SimBackendConfig.tgi_version picks another release
 
 # kind -> (status, error_type); None error_type = axum extractor rejection (plain text body).
-_ERRORS: dict[ErrorKind, tuple[int, str | None]] = {
-    ErrorKind.INVALID_JSON: (400, None),
-    ErrorKind.SCHEMA: (422, None),
-    ErrorKind.INVALID_VALUE: (422, "validation"),
-    ErrorKind.CONTEXT_LENGTH: (422, "validation"),
-    ErrorKind.NOT_FOUND: (422, "validation"),
-    ErrorKind.SERVER_ERROR: (424, "generation"),
-    ErrorKind.OVERLOADED: (429, "overloaded"),
-    ErrorKind.UNAVAILABLE: (503, "healthcheck"),
-}
+_ERRORS: Mapping[ErrorKind, tuple[int, str | None]] = MappingProxyType(
+    {
+        ErrorKind.INVALID_JSON: (400, None),
+        ErrorKind.SCHEMA: (422, None),
+        ErrorKind.INVALID_VALUE: (422, "validation"),
+        ErrorKind.CONTEXT_LENGTH: (422, "validation"),
+        ErrorKind.NOT_FOUND: (422, "validation"),
+        ErrorKind.SERVER_ERROR: (424, "generation"),
+        ErrorKind.OVERLOADED: (429, "overloaded"),
+        ErrorKind.UNAVAILABLE: (503, "healthcheck"),
+    }
+)
 
 
 class TgiFlavor(Flavor):
