@@ -106,3 +106,19 @@ def test_per_backend_prefill_speeds_from_the_cli() -> None:
     assert tokens == backends[1].stats.prompt_tokens_total
     assert slow == pytest.approx(tokens / 1000)
     assert fast == pytest.approx(tokens / 4000)
+
+
+def test_vllm_tokenize_agrees_with_usage(sim_fleet: FleetHandle) -> None:
+    messages = [{"role": "user", "content": f"{next(_unique)} how many tokens is this? " * 30}]
+    with sim_fleet.client("vllm") as client:
+        counted = client.post("/tokenize", json={"messages": messages}).json()
+        usage = client.post(
+            "/v1/chat/completions", json={"messages": messages, "max_tokens": 1}
+        ).json()["usage"]
+        plain = client.post("/tokenize", json={"prompt": "hello world"}).json()
+        bad = client.post("/tokenize", json={"nothing": 1})
+    assert counted["count"] == usage["prompt_tokens"] == len(counted["tokens"])
+    assert counted["max_model_len"] == 32768
+    assert plain["tokens"] == Prompt.from_text("hello world").token_ids
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "prompt"
