@@ -63,3 +63,39 @@ def test_clear_empties_the_cache() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="capacity"):
         PrefixKVCache(0)
+
+
+def test_pinned_blocks_are_never_evicted() -> None:
+    cache = PrefixKVCache(4)
+    cache.acquire([1, 2, 3])
+    cache.insert([7, 8, 9])  # only one free slot: 8 and 9 are evicted at once, 7 stays
+    assert cache.match([1, 2, 3]) == 3
+    assert cache.pinned == 3
+    assert len(cache) == 4
+    cache.insert([10, 11])
+    assert 7 not in cache
+    assert cache.match([1, 2, 3]) == 3
+
+
+def test_release_makes_blocks_recent_and_evictable_head_last() -> None:
+    cache = PrefixKVCache(5)
+    cache.insert([20, 21])
+    cache.acquire([1, 2, 3])
+    cache.acquire([1, 2])  # a second holder of the head
+    cache.release([1, 2, 3], cache.generation)
+    assert cache.pinned == 2  # 1 and 2 still held
+    cache.release([1, 2], cache.generation)
+    assert cache.pinned == 0
+    cache.insert([30, 31, 32])  # evicts the oldest: 20, 21, then the tail 3
+    assert (20 in cache, 21 in cache, 3 in cache) == (False, False, False)
+    assert cache.match([1, 2]) == 2
+
+
+def test_releases_from_before_a_clear_are_ignored() -> None:
+    cache = PrefixKVCache(10)
+    cache.acquire([1, 2])
+    old = cache.generation
+    cache.clear()
+    cache.acquire([1])
+    cache.release([1, 2], old)
+    assert cache.pinned == 1
