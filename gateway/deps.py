@@ -98,7 +98,7 @@ def build_index(settings: IndexSettings, metrics: GatewayMetrics) -> PrefixIndex
         def degraded_changed(degraded: bool) -> None:
             metrics.index_degraded.set(1 if degraded else 0)
             if degraded:
-                log.warning("cache-location index degraded: Redis unreachable, routing by load")
+                log.warning("cache-location index degraded: Redis failing, routing by load")
             else:
                 log.warning("cache-location index recovered: Redis reachable again")
 
@@ -137,6 +137,7 @@ def build_deps(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
         keepalive_expiry_s=upstream.keepalive_expiry_s,
     )
     index = build_index(settings.index, metrics)
+    metrics.watch_index(index)
     tasks = BackgroundTasks()
 
     def health_changed(backend: Backend) -> None:
