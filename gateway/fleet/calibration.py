@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 DEFAULT_WINDOW = 64
 DEFAULT_MIN_SAMPLES = 8
+# How far apart samples must lie along x before a slope is learned from them.
+PREFILL_MIN_SPREAD_TOKENS = 128.0
+DECODE_MIN_SPREAD_BATCH = 1.0
 
 
 def weighted_median(values: list[float], weights: list[float]) -> float:
@@ -82,10 +85,10 @@ class RobustLine:
     Weighted least squares, refitted without the samples far off the first fit (three
     median absolute residuals), so a request that met a hiccup does not tilt the line. The
     configured line holds until `min_samples` observations came in; samples that do not
-    spread along x give slope 0 and their mean.
+    spread along x by at least `min_spread` keep the configured slope and fit the intercept.
     """
 
-    __slots__ = ("_samples", "intercept", "min_samples", "slope")
+    __slots__ = ("_samples", "configured_slope", "intercept", "min_samples", "min_spread", "slope")
 
     def __init__(
         self,
@@ -94,10 +97,13 @@ class RobustLine:
         *,
         window: int = DEFAULT_WINDOW,
         min_samples: int = DEFAULT_MIN_SAMPLES,
+        min_spread: float = 0.0,
     ) -> None:
         self.intercept = intercept
         self.slope = slope
+        self.configured_slope = slope
         self.min_samples = min_samples
+        self.min_spread = min_spread
         self._samples: deque[tuple[float, float, float]] = deque(maxlen=window)
 
     def add(self, x: float, y: float, weight: float = 1.0) -> None:
@@ -110,6 +116,13 @@ class RobustLine:
 
     def _refit(self) -> None:
         samples = list(self._samples)
+        xs = [x for x, _, _ in samples]
+        if max(xs) - min(xs) <= self.min_spread:
+            # Nothing to learn a slope from: keep the configured one, place the line.
+            slope = self.configured_slope
+            self.intercept = max(0.0, _weighted_mean([(y - slope * x, w) for x, y, w in samples]))
+            self.slope = slope
+            return
         intercept, slope = _weighted_line(samples)
         residuals = sorted(abs(y - (intercept + slope * x)) for x, y, _ in samples)
         spread = residuals[len(residuals) // 2] * 3.0
@@ -169,7 +182,9 @@ class PrefillFit:
     __slots__ = ("line", "ratio")
 
     def __init__(self, configured_tokens_per_s: float, *, window: int, min_samples: int) -> None:
-        self.line = RobustLine(0.0, 0.0, window=window, min_samples=min_samples)
+        self.line = RobustLine(
+            0.0, 0.0, window=window, min_samples=min_samples, min_spread=PREFILL_MIN_SPREAD_TOKENS
+        )
         self.ratio = RobustEstimate(configured_tokens_per_s, window=window, min_samples=min_samples)
 
     def add(self, tokens: float, seconds: float) -> None:
@@ -206,7 +221,7 @@ def _weighted_line(samples: list[tuple[float, float, float]]) -> tuple[float, fl
     mean_x = sum(x * w for x, _, w in samples) / total
     mean_y = sum(y * w for _, y, w in samples) / total
     var = sum(w * (x - mean_x) ** 2 for x, _, w in samples)
-    if var <= 1e-12:
+    if var <= 0.0:
         return mean_y, 0.0
     cov = sum(w * (x - mean_x) * (y - mean_y) for x, y, w in samples)
     slope = cov / var
@@ -249,16 +264,55 @@ class ModelCalibration:
             defaults.itl_s * defaults.itl_batch_slope,
             window=window,
             min_samples=least,
+            min_spread=DECODE_MIN_SPREAD_BATCH,
         )
 
 
+class PooledRatios:
+    """Bytes per token of each model, pooled over every backend that serves it.
+
+    The same model has the same tokenizer wherever it runs, so a backend that has not
+    answered enough yet starts from what the others have shown, not from the configuration.
+    """
+
+    __slots__ = ("_by_model", "_configured", "_min_samples", "_window")
+
+    def __init__(
+        self,
+        configured: float,
+        *,
+        window: int = DEFAULT_WINDOW,
+        min_samples: int = DEFAULT_MIN_SAMPLES,
+    ) -> None:
+        self._configured = configured
+        self._window = window
+        self._min_samples = min_samples
+        self._by_model: dict[str, RobustEstimate] = {}
+
+    def ratio(self, model: str) -> RobustEstimate:
+        """The pooled estimate for one model."""
+        found = self._by_model.get(model)
+        if found is None:
+            found = RobustEstimate(
+                self._configured, window=self._window, min_samples=self._min_samples
+            )
+            self._by_model[model] = found
+        return found
+
+
 class BackendCalibration:
-    """Per model: tokenizer ratio, prefill speed, decode latency; per backend: KV capacity."""
+    """Per model: tokenizer ratio, prefill speed, decode latency; per backend: KV capacity.
 
-    __slots__ = ("_models", "defaults", "engine_block_tokens", "engine_kv_tokens")
+    With `pooled` ratios (backends without a tokenizer ratio of their own in the config),
+    a model's bytes per token comes from the backend's own reports once it has enough of
+    them, and from the whole fleet's before that.
+    """
 
-    def __init__(self, defaults: CalibrationDefaults) -> None:
+    __slots__ = ("_models", "_pooled", "defaults", "engine_block_tokens", "engine_kv_tokens")
+
+    def __init__(self, defaults: CalibrationDefaults, pooled: PooledRatios | None = None) -> None:
         self.defaults = defaults
+        self._pooled = pooled
         self._models: dict[str, ModelCalibration] = {}
         self.engine_kv_tokens: int | None = None
         self.engine_block_tokens: int | None = None
@@ -277,7 +331,11 @@ class BackendCalibration:
     def bytes_per_token(self, model: str) -> float:
         """Rendered prompt bytes per engine token."""
         found = self._models.get(model)
-        return found.bytes_per_token.value if found is not None else self.defaults.bytes_per_token
+        if found is not None and found.bytes_per_token.learned:
+            return found.bytes_per_token.value
+        if self._pooled is not None:
+            return self._pooled.ratio(model).value
+        return self.defaults.bytes_per_token
 
     def prefill_tokens_per_s(self, model: str) -> float:
         """Uncached prompt tokens prefilled per second."""
@@ -294,7 +352,10 @@ class BackendCalibration:
     def observe_prompt(self, model: str, rendered_bytes: int, prompt_tokens: int) -> None:
         """The engine counted `prompt_tokens` for a prompt the gateway rendered to these bytes."""
         if self.defaults.learn and prompt_tokens > 0 and rendered_bytes > 0:
-            self.model(model).bytes_per_token.add(rendered_bytes / prompt_tokens, prompt_tokens)
+            ratio = rendered_bytes / prompt_tokens
+            self.model(model).bytes_per_token.add(ratio, prompt_tokens)
+            if self._pooled is not None:
+                self._pooled.ratio(model).add(ratio, prompt_tokens)
 
     def observe_prefill(self, model: str, uncached_tokens: float, seconds: float) -> None:
         """A request that did not queue prefilled `uncached_tokens` in `seconds`."""

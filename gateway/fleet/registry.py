@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from gateway.fleet.adapters.base import EngineAdapter
 from gateway.fleet.adapters.engines import adapter_for
-from gateway.fleet.calibration import BackendCalibration, CalibrationDefaults
+from gateway.fleet.calibration import BackendCalibration, CalibrationDefaults, PooledRatios
 from gateway.fleet.prefill_queue import PrefillQueue
 from gateway.settings import BackendSettings, CalibrationSettings
 
@@ -82,15 +82,20 @@ class Backend:
 
     @classmethod
     def from_settings(
-        cls, settings: BackendSettings, defaults: CalibrationDefaults | None = None
+        cls,
+        settings: BackendSettings,
+        defaults: CalibrationDefaults | None = None,
+        pooled: PooledRatios | None = None,
     ) -> Backend:
         """Build a backend with URLs and headers computed once."""
         adapter = adapter_for(settings.engine)
         key = settings.api_key.get_secret_value() if settings.api_key else None
+        # A backend configured with a tokenizer ratio of its own does not pool it with others.
+        shared = pooled if settings.bytes_per_token is None else None
         return cls(
             settings=settings,
             adapter=adapter,
-            calibration=BackendCalibration(defaults or calibration_defaults(settings)),
+            calibration=BackendCalibration(defaults or calibration_defaults(settings), shared),
             chat_url=settings.base_url + "/v1/chat/completions",
             completions_url=settings.base_url + "/v1/completions",
             auth_headers=adapter.auth_headers(key),
@@ -129,9 +134,15 @@ class Fleet:
         calibration: CalibrationSettings | None = None,
         bytes_per_token: float = DEFAULT_BYTES_PER_TOKEN,
     ) -> Fleet:
-        """Build the fleet from the configured backends."""
+        """Build the fleet from the configured backends (tokenizer ratios pooled per model)."""
+        learning = calibration if calibration is not None else CalibrationSettings()
+        pooled = PooledRatios(
+            bytes_per_token, window=learning.window, min_samples=learning.min_samples
+        )
         return cls(
-            Backend.from_settings(item, calibration_defaults(item, calibration, bytes_per_token))
+            Backend.from_settings(
+                item, calibration_defaults(item, learning, bytes_per_token), pooled
+            )
             for item in settings
         )
 

@@ -15,6 +15,8 @@ from gateway.fleet.calibration import (
     RobustLine,
     weighted_median,
 )
+from gateway.fleet.registry import Fleet
+from gateway.settings import BackendSettings, CalibrationSettings
 
 # --- weighted_median -----------------------------------------------------------------------------
 
@@ -172,12 +174,15 @@ def test_batch_fit_ignores_impossible_samples() -> None:
     assert fit.base == 0.02
 
 
-def test_batch_fit_of_one_batch_size_is_flat() -> None:
-    fit = BatchLatencyFit(0.02, 0.001, min_samples=4)
+def test_batch_fit_of_one_batch_size_keeps_the_configured_slope() -> None:
+    # Requests that all ran in a batch of four say nothing about how the batch slows them:
+    # the configured slope stays and the line goes through what they showed.
+    fit = BatchLatencyFit(0.02, 0.001, min_samples=4, min_spread=1.0)
     for itl in (0.03, 0.03, 0.03, 0.03):
         fit.observe(4, itl, 1.0)
-    assert fit.slope == 0.0
-    assert fit.base == pytest.approx(0.03)
+    assert fit.slope == 0.001
+    assert fit.itl_s(4) == pytest.approx(0.03)
+    assert fit.base == pytest.approx(0.027)
 
 
 # --- RobustLine and PrefillFit ------------------------------------------------------------------
@@ -302,7 +307,7 @@ def test_backend_calibration_learns_decode_latency_and_output_length() -> None:
     model = calibration.model("a")
     assert model.decode.learned
     assert model.decode.base == pytest.approx(0.05)
-    assert model.decode.slope == 0.0
+    assert model.decode.slope == model.decode.configured_slope  # one batch size: no slope
     assert model.output_tokens.value == 11.0  # the lower of the two on a tie
 
 
@@ -351,3 +356,29 @@ def test_kv_cache_tokens_falls_back_to_the_configured_value() -> None:
     assert calibration.kv_cache_tokens == 1234
     assert calibration.learn_engine_cache(None, 16) is False
     assert calibration.kv_cache_tokens == 1234
+
+
+# --- pooled tokenizer ratios -------------------------------------------------------------------
+
+
+def test_a_backend_without_reports_of_its_own_uses_what_the_fleet_has_shown() -> None:
+    fleet = Fleet.from_settings(
+        [
+            BackendSettings(id="a", url="http://a.test:8000", models=["m"]),
+            BackendSettings(id="b", url="http://b.test:8000", models=["m"]),
+            BackendSettings(id="own", url="http://c.test:8000", models=["m"], bytes_per_token=3.0),
+        ],
+        CalibrationSettings(min_samples=4),
+        bytes_per_token=4.0,
+    )
+    a, b, own = fleet.backends
+    assert b.calibration.bytes_per_token("m") == 4.0
+    for _ in range(4):
+        a.calibration.observe_prompt("m", 4500, 1000)
+    # b never answered, but it serves the same model: same tokenizer.
+    assert b.calibration.bytes_per_token("m") == pytest.approx(4.5)
+    # A backend configured with a ratio of its own keeps it until it reports.
+    assert own.calibration.bytes_per_token("m") == 3.0
+    for _ in range(4):
+        b.calibration.observe_prompt("m", 5000, 1000)
+    assert b.calibration.bytes_per_token("m") == pytest.approx(5.0)  # its own reports win
