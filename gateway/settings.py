@@ -41,6 +41,21 @@ class ServerSettings(StrictModel):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     max_body_bytes: PositiveInt = 8 * 1024 * 1024
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Client side: slow or oversized requests never hold a connection for good.
+    header_timeout_s: PositiveFloat = 10.0
+    body_timeout_s: PositiveFloat = 30.0
+    keepalive_timeout_s: PositiveFloat = 5.0
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 32 * 1024
+    max_url_bytes: Annotated[int, Field(ge=256, le=1024 * 1024)] = 8 * 1024
+    max_connections: PositiveInt = 4096
+    max_concurrent_requests: PositiveInt = 2048
+    max_json_depth: Annotated[int, Field(ge=4, le=512)] = 64
+    max_messages: PositiveInt = 4096
+    # Lifecycle: SIGTERM turns /readyz 503, keeps accepting for `drain_delay_s`, then lets
+    # requests in flight finish for up to `drain_s` before ending the rest.
+    drain_delay_s: Annotated[float, Field(ge=0)] = 5.0
+    drain_s: Annotated[float, Field(ge=0)] = 30.0
+    admin_key: SecretStr | None = None
 
 
 class IndexSettings(StrictModel):
