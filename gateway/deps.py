@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from gateway.fleet.calibration import PooledRatios
 from gateway.fleet.poller import FleetPoller
-from gateway.fleet.registry import Backend, Fleet
-from gateway.metrics import GatewayMetrics
+from gateway.fleet.registry import Backend, Fleet, calibration_defaults
+from gateway.metrics import CalibrationCollector, GatewayMetrics
 from gateway.placement import Placer
 from gateway.prefix.index import PrefixIndex
 from gateway.proxy.forward import Forwarder
@@ -39,6 +41,7 @@ class Deps:
     probe_client: UpstreamClient
     started: bool = False
     index_capacities: dict[str, int] = field(default_factory=dict)
+    fleet_collector: CalibrationCollector | None = None
 
     async def start(self) -> None:
         """Connect the index, take a first look at the fleet, start background polling."""
@@ -121,7 +124,13 @@ def build_deps(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
         settings.backends, settings.calibration, settings.hashing.bytes_per_token
     )
     metrics = metrics if metrics is not None else GatewayMetrics()
-    metrics.watch_fleet(fleet)
+    client, probe_client = _clients(settings)
+    index = build_index(settings.index, metrics)
+    metrics.watch_index(index)
+    return _assemble(settings, fleet, metrics, client, probe_client, index, BackgroundTasks())
+
+
+def _clients(settings: GatewaySettings) -> tuple[UpstreamClient, UpstreamClient]:
     upstream = settings.upstream
     client = H1Upstream(
         max_connections_per_origin=upstream.max_connections_per_backend,
@@ -136,9 +145,21 @@ def build_deps(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
         read_timeout_s=settings.health.timeout_s,
         keepalive_expiry_s=upstream.keepalive_expiry_s,
     )
-    index = build_index(settings.index, metrics)
-    metrics.watch_index(index)
-    tasks = BackgroundTasks()
+    return client, probe_client
+
+
+def _assemble(
+    settings: GatewaySettings,
+    fleet: Fleet,
+    metrics: GatewayMetrics,
+    client: UpstreamClient,
+    probe_client: UpstreamClient,
+    index: PrefixIndex,
+    tasks: BackgroundTasks,
+) -> Deps:
+    fleet_collector = CalibrationCollector(fleet)
+    metrics.registry.register(fleet_collector)
+    upstream = settings.upstream
 
     def health_changed(backend: Backend) -> None:
         metrics.backend_healthy.labels(backend.id).set(1 if backend.state.healthy else 0)
@@ -176,5 +197,69 @@ def build_deps(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
         ),
         tasks=tasks,
         probe_client=probe_client,
+        fleet_collector=fleet_collector,
     )
     return deps
+
+
+# Reload: a new container for a new config, sharing what lives across configs.
+
+
+def reuse_backends(settings: GatewaySettings, known: Mapping[str, Backend]) -> list[Backend]:
+    """The configured backends, reusing the object (calibration, state) of each unchanged id."""
+    learning = settings.calibration
+    bytes_per_token = settings.hashing.bytes_per_token
+    pooled = PooledRatios(bytes_per_token, window=learning.window, min_samples=learning.min_samples)
+    backends = []
+    for item in settings.backends:
+        same = known.get(item.id)
+        if same is not None and same.settings == item:
+            backends.append(same)
+        else:
+            defaults = calibration_defaults(item, learning, bytes_per_token)
+            backends.append(Backend.from_settings(item, defaults, pooled))
+    return backends
+
+
+def rebuild_deps(old: Deps, settings: GatewaySettings, backends: Sequence[Backend]) -> Deps:
+    """A container for `settings` over `backends`, sharing `old`'s metrics, index and tasks.
+
+    The index is shared because replicas and in-flight requests rely on it: a change of the
+    `index:` section is logged and takes effect at the next start. The upstream clients are
+    shared while `upstream:` and `health:` timeouts stay the same.
+    """
+    if settings.index != old.settings.index:
+        log.warning("reload: index settings change only at restart; the index in use stays")
+        settings = settings.model_copy(update={"index": old.settings.index})
+    same_clients = (
+        settings.upstream == old.settings.upstream
+        and settings.health.timeout_s == old.settings.health.timeout_s
+    )
+    client, probe = (old.client, old.probe_client) if same_clients else _clients(settings)
+    if old.fleet_collector is not None:
+        old.metrics.registry.unregister(old.fleet_collector)
+        old.fleet_collector = None
+    fleet = Fleet(backends)
+    return _assemble(settings, fleet, old.metrics, client, probe, old.index, old.tasks)
+
+
+async def activate(deps: Deps) -> None:
+    """Start a rebuilt container: size the index, a first look at its fleet, polling."""
+    deps.resize_index(force=True)
+    await deps.poller.poll_health()
+    await deps.poller.poll_load()
+    deps.poller.start()
+    deps.started = True
+
+
+async def retire(old: Deps, new: Deps) -> None:
+    """Stop what only `old` used (requests in flight keep their references and finish)."""
+    old.started = False
+    await old.poller.close()
+    kept = {backend.id for backend in new.fleet.backends}
+    for backend in old.fleet.backends:
+        if backend.id not in kept:
+            old.metrics.backend_healthy.remove(backend.id)
+    if old.client is not new.client:
+        await old.client.aclose()
+        await old.probe_client.aclose()
