@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -119,14 +120,33 @@ class CalibrationSettings(StrictModel):
 
 
 class UpstreamSettings(StrictModel):
-    """The pooled HTTP client that talks to backends."""
+    """The pooled HTTP client that talks to backends, and how long each step may take.
+
+    A stream's first byte is its first event (after prefill); a whole answer's is its head,
+    which engines send once the answer is generated, so the first-byte timeout covers it.
+    Keep-alive expiry stays below the engines' own idle close (uvicorn: 5 s).
+    """
 
     connect_timeout_s: PositiveFloat = 2.0
-    first_byte_timeout_s: PositiveFloat = 300.0
-    read_timeout_s: PositiveFloat = 300.0
+    first_byte_timeout_s: PositiveFloat = 60.0
+    first_byte_budget_s: PositiveFloat = 120.0
+    read_timeout_s: PositiveFloat = 60.0
     max_connections_per_backend: PositiveInt = 256
-    keepalive_expiry_s: PositiveFloat = 30.0
+    keepalive_expiry_s: PositiveFloat = 4.0
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    max_response_bytes: PositiveInt = 64 * 1024 * 1024
+    max_pending_event_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
+
+
+class BreakerSettings(StrictModel):
+    """The per-backend circuit breaker fed by every attempt's outcome."""
+
+    enabled: bool = True
+    consecutive_failures: PositiveInt = 5
+    failure_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    window_s: PositiveFloat = 30.0
+    min_requests: PositiveInt = 20
+    cooldown_s: PositiveFloat = 5.0
 
 
 class HealthSettings(StrictModel):
@@ -205,18 +225,29 @@ class BackendSettings(StrictModel):
     kv_cache_tokens: PositiveInt = 1_000_000
     reports_cached_tokens: bool = False
     api_key: SecretStr | None = None
+    # https:// only: a CA bundle trusted besides the system's, and the name sent as SNI and
+    # checked against the certificate (default: the URL's host).
+    tls_ca_file: Path | None = None
+    tls_server_name: (
+        Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.-]+$")] | None
+    ) = None
 
     @field_validator("url")
     @classmethod
     def _no_path_query(cls, url: AnyHttpUrl) -> AnyHttpUrl:
         if url.query or url.fragment:
             raise ValueError("backend url must not carry a query or fragment")
-        if url.scheme != "http":
-            raise ValueError(
-                "backend url must be http:// (backends sit on a private network; terminate "
-                "TLS in front of them if they need it)"
-            )
+        if url.scheme not in ("http", "https"):
+            raise ValueError("backend url must be http:// or https://")
         return url
+
+    @field_validator("tls_ca_file", "tls_server_name")
+    @classmethod
+    def _tls_needs_https(cls, value: Any, info: ValidationInfo) -> Any:
+        url = info.data.get("url")
+        if value is not None and url is not None and url.scheme != "https":
+            raise ValueError(f"{info.field_name} applies only to an https:// backend url")
+        return value
 
     @property
     def base_url(self) -> str:
@@ -238,6 +269,7 @@ class GatewaySettings(BaseSettings):
     index: IndexSettings = IndexSettings()
     hashing: HashingSettings = HashingSettings()
     upstream: UpstreamSettings = UpstreamSettings()
+    breaker: BreakerSettings = BreakerSettings()
     health: HealthSettings = HealthSettings()
     calibration: CalibrationSettings = CalibrationSettings()
     routing: RoutingSettings = RoutingSettings()
