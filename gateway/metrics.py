@@ -237,3 +237,20 @@ class IndexCounterCollector(Collector):
             value = getattr(counters, name, None)
             if isinstance(value, int):
                 yield CounterMetricFamily(f"gateway_index_{name}", documentation, value=value)
+
+
+class ServerMetrics:
+    """The HTTP server's own counters: surprises caught at the boundary, refused clients."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.unexpected_errors = Counter(
+            "gateway_unexpected_errors",
+            "Exceptions no handler expected, answered as a 500 (or an in-band error).",
+            ["route"], registry=registry,
+        )  # fmt: skip
+        self.refused = Counter(
+            "gateway_client_refusals",
+            "Connections or requests refused by the server: timeouts, size caps, malformed "
+            "requests, connection and request caps.",
+            ["reason"], registry=registry,
+        )  # fmt: skip
