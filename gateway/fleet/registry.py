@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from gateway.fleet.adapters.base import EngineAdapter
 from gateway.fleet.adapters.engines import adapter_for
+from gateway.fleet.breaker import CircuitBreaker
 from gateway.fleet.calibration import BackendCalibration, CalibrationDefaults, PooledRatios
 from gateway.fleet.prefill_queue import PrefillQueue
 from gateway.settings import BackendSettings, CalibrationSettings
@@ -51,6 +52,8 @@ class BackendState:
     decode_tokens_ahead: float = 0.0
     decoding: int = 0
     decoding_since_sum: float = 0.0
+    # Fed by every attempt's outcome (the proxy); read by routing and readiness.
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
 
     def decode_tokens_owed(self, now: float, itl_s: float) -> float:
         """Output tokens the requests in flight still owe, about."""
