@@ -45,7 +45,20 @@ class InferenceRequest:
         return None
 
 
-def parse_request(kind: RequestKind, body: bytes, request_id: bytes) -> InferenceRequest:
+@dataclass(frozen=True, slots=True)
+class BodyLimits:
+    """Structural caps on a request body, far below any recursion limit downstream."""
+
+    max_depth: int = 64
+    max_messages: int = 4096
+
+
+DEFAULT_LIMITS = BodyLimits()
+
+
+def parse_request(
+    kind: RequestKind, body: bytes, request_id: bytes, limits: BodyLimits = DEFAULT_LIMITS
+) -> InferenceRequest:
     """Validate the fields the gateway reads; raise GatewayError (400) naming the bad field."""
     try:
         data = orjson.loads(body)
@@ -53,6 +66,16 @@ def parse_request(kind: RequestKind, body: bytes, request_id: bytes) -> Inferenc
         raise bad_request(f"The request body is not valid JSON: {exc.msg}.") from None
     if not isinstance(data, dict):
         raise bad_request("The request body must be a JSON object.")
+    # Only a body with more brackets than the depth limit can nest that deep.
+    if body.count(b"[") + body.count(b"{") > limits.max_depth:
+        _check_depth(data, limits.max_depth)
+    messages = data.get("messages")
+    if isinstance(messages, list) and len(messages) > limits.max_messages:
+        raise bad_request(
+            f"`messages` has {len(messages)} entries, over the limit of {limits.max_messages}.",
+            param="messages",
+            code="too_many_messages",
+        )
     model = data.get("model")
     if model is None:
         raise bad_request("You must provide a model parameter.", param="model")
@@ -180,3 +203,19 @@ def too_large(limit: int) -> GatewayError:
         f"The request body exceeds the limit of {limit} bytes.",
         code="request_too_large",
     )
+
+
+def _check_depth(data: object, limit: int) -> None:
+    """Raise a 400 when arrays and objects nest more than `limit` levels (iteratively)."""
+    stack: list[tuple[object, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            raise bad_request(
+                f"The request JSON nests deeper than the limit of {limit} levels.",
+                code="json_too_deep",
+            )
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, dict | list))
