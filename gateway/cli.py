@@ -7,11 +7,11 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import uvicorn
 
 from gateway.app import create_app
+from gateway.server.run import serve, uvicorn_options
 from gateway.settings import CONFIG_ENV, ConfigError, GatewaySettings, load_settings
 
 DEFAULT_CONFIG = "config/gateway.yaml"
@@ -37,20 +37,10 @@ def _serve(args: argparse.Namespace) -> int:
         level=server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    options: dict[str, Any] = {
-        "host": args.host or server.host,
-        "port": args.port if args.port is not None else server.port,
-        "loop": "uvloop",
-        "http": "httptools",
-        "lifespan": "on",
-        "access_log": False,
-        "proxy_headers": False,
-        "server_header": False,
-        "log_level": server.log_level,
-        "timeout_graceful_shutdown": 10,
-    }
+    host = args.host or server.host
+    port = args.port if args.port is not None else server.port
     if args.workers == 1:
-        uvicorn.Server(uvicorn.Config(create_app(settings), **options)).run()
+        serve(create_app(settings, config_path=os.path.abspath(path)), host, port)
         return 0
     if settings.index.kind != "redis":
         print(
@@ -61,9 +51,17 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    # Worker processes build their own app from the same file.
+    # Worker processes build their own app from the same file. uvicorn's supervisor restarts
+    # them on SIGHUP and stops them on SIGTERM: the drain sequence runs with one worker only.
     os.environ[CONFIG_ENV] = os.path.abspath(path)
-    uvicorn.run("gateway.app:create_app_from_env", factory=True, workers=args.workers, **options)
+    uvicorn.run(
+        "gateway.app:create_app_from_env",
+        factory=True,
+        workers=args.workers,
+        host=host,
+        port=port,
+        **uvicorn_options(server),
+    )
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from gateway.api.asgi import (
@@ -15,57 +16,119 @@ from gateway.api.asgi import (
     request_id_for,
     send_error,
 )
-from gateway.api.request import InferenceRequest, RequestKind, parse_request
+from gateway.api.request import BodyLimits, InferenceRequest, RequestKind, parse_request
 from gateway.deps import Deps
 from gateway.errors import GatewayError
+from gateway.metrics import ServerMetrics
 from gateway.proxy.forward import ProxyOutcome
+from gateway.server.runtime import Runtime
+
+log = logging.getLogger("gateway")
 
 CLIENT_CLOSED = 499
+
+
+def shutting_down() -> GatewayError:
+    """The 503 (or in-band error) of a request that a drain outlived."""
+    return GatewayError(
+        503,
+        "The gateway is shutting down; retry the request.",
+        code="shutting_down",
+        retry_after_s=1,
+    )
 
 
 class InferenceEndpoint:
     """`POST /v1/chat/completions` or `POST /v1/completions`."""
 
-    def __init__(self, kind: RequestKind, deps: Deps) -> None:
+    def __init__(self, kind: RequestKind, runtime: Runtime, server: ServerMetrics) -> None:
         self._kind: RequestKind = kind
-        self._deps = deps
+        self._runtime = runtime
+        self._lifecycle = runtime.lifecycle
+        deps = runtime.deps
         self._metrics = deps.metrics.route(kind)
         self._disconnects = deps.metrics.client_disconnects.labels(kind)
-        self._limit = deps.settings.server.max_body_bytes
-        self._explain_all = deps.settings.routing.explain
+        self._unexpected = server.unexpected_errors.labels(kind)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
+        deps = self._runtime.deps  # this request keeps this container, whatever reloads do
         request_id = request_id_for(scope)
         outcome = ProxyOutcome()
+        ticket = self._lifecycle.enter()
+        stream = False
         try:
-            body = await read_body(scope, receive, self._limit)
-            request = parse_request(self._kind, body, request_id)
-            await self._forward(scope, request, receive, send, outcome)
+            server = deps.settings.server
+            body = await read_body(scope, receive, server.max_body_bytes)
+            limits = BodyLimits(server.max_json_depth, server.max_messages)
+            request = parse_request(self._kind, body, request_id, limits)
+            stream = request.stream
+            await self._forward(deps, scope, request, receive, send, outcome)
             status = outcome.status if outcome.finished else CLIENT_CLOSED
         except GatewayError as error:
-            extra = [(b"x-request-id", request_id)]
-            if outcome.backend is not None:
-                extra.append((b"x-gateway-backend", outcome.backend.id_bytes))
-            await send_error(send, error, extra)
+            await send_error(send, error, self._error_headers(request_id, outcome))
             status = error.status
         except ClientGone:
             status = CLIENT_CLOSED
+        except asyncio.CancelledError:
+            if not ticket.aborted:
+                raise
+            # A drain outlived this request: end it in-band (a stream) or with a 503.
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()
+            status = await self._end(send, shutting_down(), request_id, outcome, stream)
+        except Exception:  # the boundary: a surprise still gets an OpenAI-shaped answer
+            log.exception("unexpected error on request %s", request_id.decode())
+            self._unexpected.inc()
+            failure = GatewayError(500, "The gateway failed unexpectedly on this request.")
+            status = await self._end(send, failure, request_id, outcome, stream)
+        finally:
+            self._lifecycle.leave(ticket)
         if status == CLIENT_CLOSED:
             self._disconnects.inc()
         if outcome.first_byte_at is not None:
             self._metrics.ttft.observe(outcome.first_byte_at - started)
         self._metrics.finished(status, time.perf_counter() - started)
 
+    @staticmethod
+    def _error_headers(request_id: bytes, outcome: ProxyOutcome) -> list[tuple[bytes, bytes]]:
+        extra = [(b"x-request-id", request_id)]
+        if outcome.backend is not None:
+            extra.append((b"x-gateway-backend", outcome.backend.id_bytes))
+        return extra
+
+    async def _end(
+        self,
+        send: Send,
+        error: GatewayError,
+        request_id: bytes,
+        outcome: ProxyOutcome,
+        stream: bool,
+    ) -> int:
+        """Answer `error` before the response started, in-band in a stream that did."""
+        try:
+            if outcome.first_byte_at is None:
+                await send_error(send, error, self._error_headers(request_id, outcome))
+            elif stream:
+                event = {"type": "http.response.body", "body": error.sse_event()}
+                await send({**event, "more_body": False})
+            else:
+                return CLIENT_CLOSED  # a whole body was under way: the connection closes
+        except Exception:  # the client is gone or the response already complete
+            return CLIENT_CLOSED
+        return error.status
+
     async def _forward(
         self,
+        deps: Deps,
         scope: Scope,
         request: InferenceRequest,
         receive: Receive,
         send: Send,
         outcome: ProxyOutcome,
     ) -> None:
-        candidates = self._deps.fleet.serving(request.model)
+        candidates = deps.fleet.serving(request.model)
         if not candidates:
             raise GatewayError(
                 404,
@@ -73,9 +136,9 @@ class InferenceEndpoint:
                 param="model",
                 code="model_not_found",
             )
-        placement = await self._deps.placer.place(request, candidates)
+        placement = await deps.placer.place(request, candidates)
         ranked = placement.decision.ranked
-        if self._explain_all or header_value(scope, b"x-gateway-explain") == b"1":
+        if deps.settings.routing.explain or header_value(scope, b"x-gateway-explain") == b"1":
             outcome.extra_headers.append(
                 (b"x-gateway-route", placement.decision.explain().encode())
             )
@@ -95,7 +158,7 @@ class InferenceEndpoint:
 
         watcher = asyncio.create_task(watch_disconnect())
         try:
-            await self._deps.forwarder.forward(request, ranked, send, outcome, placement)
+            await deps.forwarder.forward(request, ranked, send, outcome, placement)
         except asyncio.CancelledError:
             if not gone:
                 raise

@@ -1,0 +1,199 @@
+"""uvicorn's httptools protocol, hardened: head and body deadlines, size caps, OpenAI errors.
+
+uvicorn gives the ASGI plumbing, keep-alive, pipelining and flow control; what it lacks for
+a gateway facing the internet is added here, on the documented `http=` protocol-class hook:
+a deadline for the request head and one for the body, caps on head and URL bytes (431, 414),
+caps on concurrent connections and requests (503 with Retry-After), an idle deadline before
+the first request, and every error it writes itself in OpenAI's shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from gateway.errors import GatewayError
+from gateway.server.limits import (
+    ClientLimits,
+    header_too_large,
+    malformed,
+    over_capacity,
+    request_timeout,
+    url_too_long,
+)
+
+log = logging.getLogger("gateway.server")
+
+# Bytes of the request line besides the target ("POST " ... " HTTP/1.1\r\n"), about.
+_LINE_OVERHEAD = 32
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback to answer `error` and close the connection."""
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def error_response(error: GatewayError) -> bytes:
+    """A complete HTTP/1.1 response for `error`, closing the connection."""
+    body = error.body()
+    try:
+        phrase = http.HTTPStatus(error.status).phrase
+    except ValueError:
+        phrase = ""
+    lines = [f"HTTP/1.1 {error.status} {phrase}".encode()]
+    lines += [name + b": " + value for name, value in error.headers()]
+    lines += [b"content-length: " + str(len(body)).encode(), b"connection: close", b"", body]
+    return b"\r\n".join(lines)
+
+
+class GatewayHttpProtocol(HttpToolsProtocol):
+    """One client connection (see the module docstring for what it adds to uvicorn's)."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        # The gateway app carries its limits and counters (uvicorn builds one protocol per
+        # connection from the class alone, also in worker processes).
+        limits = getattr(self.app, "client_limits", None)
+        self._limits: ClientLimits = limits if isinstance(limits, ClientLimits) else ClientLimits()
+        self._on_refused: Callable[[str], None] | None = getattr(self.app, "count_refusal", None)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._in_head = False
+        self._head_started_now = False
+        self._head_raw = 0
+        self._head_size = 0
+        self._closed_by_us = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Take the connection, or refuse it past `max_connections`; arm the idle deadline."""
+        super().connection_made(transport)
+        if len(self.connections) > self._limits.max_connections:
+            self._refuse(over_capacity("connections"))
+            return
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Drop the deadlines with the connection."""
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser, answering what it or a limit rejects in OpenAI's shape."""
+        if self._closed_by_us:
+            return
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Reject):
+                self._refuse(cause.error)
+                return
+            raise
+        except httptools.HttpParserError as exc:
+            self._refuse(malformed(str(exc).rstrip(".") or "unparseable"))
+            return
+        except httptools.HttpParserUpgrade:
+            self._refuse(malformed("protocol upgrades are not supported"))
+            return
+        if self._in_head:
+            # Bytes after the head started; the chunk it started in is charged exactly
+            # by the callbacks (an unterminated header shows up only here).
+            if self._head_started_now:
+                self._head_started_now = False
+            else:
+                self._head_raw += len(data)
+            if self._head_raw > self._limits.max_header_bytes:
+                self._refuse(header_too_large(self._limits.max_header_bytes))
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's own parse-error answer, in OpenAI's shape."""
+        self._refuse(malformed(msg.rstrip(".")))
+
+    def on_message_begin(self) -> None:
+        """A request starts: its head must be complete within `header_timeout_s`."""
+        super().on_message_begin()
+        self._in_head = True
+        self._head_started_now = True
+        self._head_raw = 0
+        self._head_size = _LINE_OVERHEAD
+        self._arm(self._limits.header_timeout_s, "headers")
+
+    def on_url(self, url: bytes) -> None:
+        """Collect the target, refusing (414) past `max_url_bytes`."""
+        super().on_url(url)
+        if len(self.url) > self._limits.max_url_bytes:
+            raise _Reject(url_too_long(self._limits.max_url_bytes))
+        self._head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Collect a header, refusing (431) once the head exceeds `max_header_bytes`."""
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self._limits.max_header_bytes:
+            raise _Reject(header_too_large(self._limits.max_header_bytes))
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        """The head is in: refuse past `max_concurrent_requests`, else read the body in time."""
+        self._in_head = False
+        if len(self.tasks) >= self._limits.max_concurrent_requests:
+            raise _Reject(over_capacity("requests"))
+        self._arm(self._limits.body_timeout_s, "body")
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        """The whole request arrived: no deadline until the response is done."""
+        self._disarm()
+        super().on_message_complete()
+
+    def _arm(self, seconds: float, what: str) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._expired, what, seconds)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self, what: str, seconds: float) -> None:
+        self._deadline = None
+        log.info("closing a connection from %s: request %s too slow", self.client, what)
+        # A body still trickling in after its request was answered is closed without a word.
+        answered = what == "body" and self.cycle is not None and self.cycle.response_started
+        self._refuse(request_timeout(what, seconds), answer=not answered)
+
+    def _refuse(self, error: GatewayError, *, answer: bool = True) -> None:
+        """Answer `error` (unless a response is under way) and close the connection."""
+        self._disarm()
+        self._unset_keepalive_if_required()
+        self._closed_by_us = True
+        if self._on_refused is not None:
+            self._on_refused(error.code or str(error.status))
+        cycle = self.cycle
+        started = cycle is not None and cycle.response_started and not cycle.response_complete
+        if cycle is not None and not cycle.response_complete:
+            # The application, if it is waiting for the body, sees the client gone.
+            cycle.disconnected = True
+            cycle.message_event.set()
+        if not self.transport.is_closing():
+            if answer and not started:
+                self.transport.write(error_response(error))
+            self.transport.close()

@@ -1,0 +1,96 @@
+"""The live container behind a swappable reference: reload, backend drain, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from gateway.deps import Deps, activate, rebuild_deps, retire, reuse_backends
+from gateway.fleet.registry import Backend
+from gateway.server.lifecycle import Lifecycle
+from gateway.settings import ConfigError, GatewaySettings, load_settings
+
+log = logging.getLogger("gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    """What a reload did: `ok`, and a message (the field path of what was rejected)."""
+
+    ok: bool
+    message: str
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+
+class Runtime:
+    """Holds the current `Deps`; a request reads `runtime.deps` once and keeps that container.
+
+    A reload builds a new container (backends whose settings did not change keep their
+    objects, so their learned calibration and live state), starts it, swaps the reference,
+    then retires the old one: requests in flight finish on the backends they were sent to.
+    """
+
+    def __init__(self, deps: Deps, config_path: str | None = None) -> None:
+        self.deps = deps
+        self.config_path = config_path
+        self.lifecycle = Lifecycle()
+        self._known: dict[str, Backend] = {b.id: b for b in deps.fleet.backends}
+        self._drained: set[str] = set()
+        self._lock = asyncio.Lock()
+
+    @property
+    def drained(self) -> frozenset[str]:
+        """Backends taken out of routing by the admin drain."""
+        return frozenset(self._drained)
+
+    async def reload(self) -> ReloadResult:
+        """Re-read the config file and swap it in; an invalid file keeps the old config."""
+        if self.config_path is None:
+            return ReloadResult(False, "no config file to reload (the gateway was built in code)")
+        try:
+            settings = load_settings(self.config_path)
+        except ConfigError as exc:
+            log.error("reload rejected, the previous configuration keeps serving: %s", exc)
+            return ReloadResult(False, str(exc))
+        return await self.apply(settings)
+
+    async def apply(self, settings: GatewaySettings) -> ReloadResult:
+        """Swap in `settings` (already validated) without dropping requests."""
+        async with self._lock:
+            before = {b.id for b in self.deps.fleet.backends} | self._drained
+            backends = reuse_backends(settings, self._known)
+            self._known = {b.id: b for b in backends}
+            self._drained &= set(self._known)
+            await self._swap(settings)
+        after = set(self._known)
+        added, removed = tuple(sorted(after - before)), tuple(sorted(before - after))
+        message = f"configuration reloaded: {len(after)} backends"
+        log.info("%s (added %s, removed %s)", message, list(added), list(removed))
+        return ReloadResult(True, message, added, removed)
+
+    async def drain_backend(self, backend_id: str, drained: bool = True) -> bool:
+        """Take a backend out of routing (requests in flight on it finish), or bring it back."""
+        async with self._lock:
+            if backend_id not in self._known:
+                return False
+            if drained:
+                self._drained.add(backend_id)
+            else:
+                self._drained.discard(backend_id)
+            await self._swap(self.deps.settings)
+        log.info("backend %s %s", backend_id, "drained" if drained else "back in routing")
+        return True
+
+    async def _swap(self, settings: GatewaySettings) -> None:
+        old = self.deps
+        serving = [b for b in self._known.values() if b.id not in self._drained]
+        new = rebuild_deps(old, settings, serving)
+        await activate(new)
+        self.deps = new
+        await retire(old, new)
+
+    async def close(self) -> None:
+        """Close the current container."""
+        await self.deps.close()
