@@ -78,6 +78,7 @@ def test_learned_bytes_per_token_matches_the_real_tokenizer(
     assert warmup.learned_backends()
     for backend in warmup.learned_backends():
         true = warmup.true_ratio(backend)
+        print(f"{backend}: learned {learned[backend]:.3f} bytes/token, true {true:.3f}")
         assert abs(learned[backend] - true) <= TOLERANCE * true, (backend, learned, true)
         assert abs(configured[backend] - true) > TOLERANCE * true  # so learning mattered
 
@@ -119,6 +120,7 @@ def test_predicted_cached_tokens_match_what_vllm_reports(
             assert response.status_code == 200, response.text
     predicted = _counter(http, engine_gateway, "gateway_cached_tokens_predicted_total") - predicted0
     reported = _counter(http, engine_gateway, "gateway_cached_tokens_reported_total") - reported0
+    print(f"cached tokens over the batch: predicted {predicted:.0f}, reported {reported:.0f}")
     assert reported > 0
     assert abs(predicted - reported) <= TOLERANCE * reported, (predicted, reported)
 
@@ -131,5 +133,6 @@ def test_prefill_speed_is_learned_from_streams(
     configured = by_backend(http, engine_gateway.url, speed, source="configured")
     assert set(learned) == set(configured) == set(warmup.requests) | set(learned)
     changed = [b for b in warmup.learned_backends() if learned[b] != configured[b]]
+    print(f"prefill tokens/s learned {learned}, configured {configured}")
     assert changed, (learned, configured)
     assert all(learned[b] > 0 for b in changed)
