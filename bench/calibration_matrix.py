@@ -27,9 +27,8 @@ import orjson
 import redis
 
 from bench.harness import sim_flags
-from bench.matrix_report import config_table, lag_flags, result_checks, two_gateway_check
+from bench.matrix_report import matrix_checks, print_matrix
 from bench.procs import LOOPBACK, ChildProcess, StartupError, free_port_range, wait_until
-from bench.tables import LAG_WARN_S
 
 REPO = Path(__file__).resolve().parent.parent
 _PART_TIMEOUT_S = 40 * 60
@@ -52,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lock", type=Path, default=None, help="flock this file around each part")
     p.add_argument("--max-minutes", type=float, default=45.0, help="start no part after this")
     p.add_argument("--out", type=Path, default=REPO / "bench/results/calibration_matrix.json")
+    p.add_argument("--report", type=Path, default=None, help="only print a merged JSON's tables")
     return p
 
 
@@ -164,6 +164,11 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every part, print a table per part and every check, write one JSON."""
     args = build_parser().parse_args(argv)
+    if args.report is not None:
+        merged = orjson.loads(args.report.read_bytes())
+        parts_ = merged.get("parts", {})
+        print_matrix(parts_, matrix_checks(parts_), merged.get("wall_s", 0.0), merged["skipped"])
+        return 0
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
     signal.signal(signal.SIGTERM, _terminate)
     known = sim_flags(REPO)
@@ -193,25 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 interrupted = True
                 skipped.append(name)
     wall = time.monotonic() - started
-    checks = [{**c, "part": name} for name, r in results.items() for c in result_checks(r)]
-    if "gateways-1" in results or "gateways-2" in results:
-        g = two_gateway_check(results.get("gateways-1"), results.get("gateways-2"))
-        checks.append({**g.to_dict(), "part": "gateways-1 vs gateways-2"})
-    print("\n================ calibration matrix ================")
-    for name, result in results.items():
-        print(f"\n== {name} ({result.get('wall_s', 0):.0f} s, exit {result.get('exit_status')}) ==")
-        print(config_table(result))
-        lagged = lag_flags(result, LAG_WARN_S)
-        if lagged:
-            print(f"!! client send lag above {LAG_WARN_S:g} s (not figures, rerun): {lagged}")
-    print("\n== checks ==")
-    for c in checks:
-        print(f"{'PASS' if c['passed'] else 'FAIL'} [{c.get('part', '')}] ({c['workload']}) "
-              f"{c['check']}: {c['detail']}")  # fmt: skip
-    passed = sum(1 for c in checks if c["passed"])
-    print(f"\n{passed}/{len(checks)} checks passed; matrix wall time {wall / 60:.1f} min")
-    if skipped:
-        print(f"!! not run (interrupted or past --max-minutes): {', '.join(skipped)}")
+    checks = matrix_checks(results)
+    print_matrix(results, checks, wall, skipped)
     merged = {
         "benchmark": "calibration_matrix",
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),

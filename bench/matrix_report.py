@@ -8,7 +8,7 @@ from typing import Any
 
 from bench.checks import Check, gateways_check
 from bench.report import aggregate
-from bench.tables import cell
+from bench.tables import LAG_WARN_S, cell
 
 _COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("hit %", "hit_rate", "%"),
@@ -82,3 +82,52 @@ def two_gateway_check(one: Mapping[str, Any] | None, two: Mapping[str, Any] | No
         return runs_by_policy(section).get("profile", [])
 
     return gateways_check(profile_runs(one), profile_runs(two))
+
+
+def _by_design(check: Mapping[str, Any], policies: Sequence[str]) -> bool:
+    """True for a check left uncomputed because its part does not run that policy on purpose."""
+    detail = str(check.get("detail", ""))
+    prefix = "not computed: policy "
+    if not detail.startswith(prefix):
+        return False
+    missing = detail[len(prefix) :].removesuffix(" not run").split(", ")
+    return any(m not in policies for m in missing)
+
+
+def matrix_checks(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every part's checks (less those its policy list leaves out by design), plus the
+    two-gateway comparison."""
+    checks = [
+        {**c, "part": name}
+        for name, r in results.items()
+        for c in result_checks(r)
+        if not _by_design(c, r.get("policies", []))
+    ]
+    if "gateways-1" in results or "gateways-2" in results:
+        g = two_gateway_check(results.get("gateways-1"), results.get("gateways-2"))
+        checks.append({**g.to_dict(), "part": "gateways-1 vs gateways-2"})
+    return checks
+
+
+def print_matrix(
+    results: Mapping[str, Mapping[str, Any]],
+    checks: Sequence[Mapping[str, Any]],
+    wall_s: float,
+    skipped: Sequence[str],
+) -> None:
+    """One table per part, then every check and the totals."""
+    print("\n================ calibration matrix ================")
+    for name, result in results.items():
+        print(f"\n== {name} ({result.get('wall_s', 0):.0f} s, exit {result.get('exit_status')}) ==")
+        print(config_table(result))
+        lagged = lag_flags(result, LAG_WARN_S)
+        if lagged:
+            print(f"!! client send lag above {LAG_WARN_S:g} s (not figures, rerun): {lagged}")
+    print("\n== checks ==")
+    for c in checks:
+        print(f"{'PASS' if c['passed'] else 'FAIL'} [{c.get('part', '')}] ({c['workload']}) "
+              f"{c['check']}: {c['detail']}")  # fmt: skip
+    passed = sum(1 for c in checks if c["passed"])
+    print(f"\n{passed}/{len(checks)} checks passed; matrix wall time {wall_s / 60:.1f} min")
+    if skipped:
+        print(f"!! not run (interrupted or past --max-minutes): {', '.join(skipped)}")

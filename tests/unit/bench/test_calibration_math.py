@@ -11,7 +11,7 @@ import pytest
 from bench.calibration_matrix import build_parser, parts
 from bench.checks import CheckContext, gateways_check, workload_checks
 from bench.harness import FleetSettings, GatewayOptions, gateway_config
-from bench.matrix_report import config_table, lag_flags
+from bench.matrix_report import config_table, lag_flags, matrix_checks
 from bench.offline import PromptBlocks
 from bench.plan import model_len
 from bench.procs import StartupError
@@ -219,3 +219,18 @@ def test_matrix_parts_and_report() -> None:
     assert "profile" in table
     assert "80.0" in table
     assert lag_flags(result, 0.05) == ["a/profile#1 (0.20 s)"]
+
+
+def test_matrix_checks_drop_policies_left_out_by_design() -> None:
+    part = {
+        "policies": ["profile", "round_robin"],
+        "checks": [
+            {"workload": "a", "check": "x", "passed": False,
+             "detail": "not computed: policy sglang_threshold not run"},
+            {"workload": "a", "check": "y", "passed": False,
+             "detail": "not computed: policy profile not run"},
+        ],
+    }  # fmt: skip
+    checks = matrix_checks({"hetero-equal": part})
+    assert [c["check"] for c in checks] == ["y"]  # profile was meant to run: a real failure
+    assert checks[0]["part"] == "hetero-equal"
