@@ -17,7 +17,7 @@ from gateway.settings import CONFIG_ENV, GatewaySettings, load_settings
 
 log = logging.getLogger("gateway")
 
-ALLOW_POST = [(b"allow", b"POST")]
+ALLOW_POST = (b"allow", b"POST")
 
 
 class GatewayApp:
@@ -62,7 +62,7 @@ class GatewayApp:
     @staticmethod
     async def _not_allowed(scope: Scope, send: Send) -> None:
         error = GatewayError(405, f"Method {scope['method']} is not allowed on {scope['path']}")
-        await send_error(send, error, [*ALLOW_POST, (b"x-request-id", request_id_for(scope))])
+        await send_error(send, error, [ALLOW_POST, (b"x-request-id", request_id_for(scope))])
 
     async def _ops_with_boundary(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ops app, with one boundary: a surprise is logged, counted, answered as a 500."""
