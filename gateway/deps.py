@@ -7,6 +7,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from gateway.fleet.breaker import CircuitBreaker
 from gateway.fleet.calibration import PooledRatios
 from gateway.fleet.poller import FleetPoller
 from gateway.fleet.registry import Backend, Fleet, calibration_defaults
@@ -148,6 +149,24 @@ def _clients(settings: GatewaySettings) -> tuple[UpstreamClient, UpstreamClient]
     return client, probe_client
 
 
+def _configure_upstream(
+    settings: GatewaySettings, fleet: Fleet, clients: Sequence[UpstreamClient]
+) -> None:
+    """TLS options of https:// backends on every client; a breaker per backend (a reused
+    backend keeps its own while the breaker settings stay the same)."""
+    for backend in fleet.backends:
+        item = backend.settings
+        if item.url.scheme == "https":
+            for client in clients:
+                if isinstance(client, H1Upstream):
+                    client.configure_tls(
+                        item.base_url, ca_file=item.tls_ca_file, server_name=item.tls_server_name
+                    )
+        breaker = backend.state.breaker
+        if breaker.settings != settings.breaker or breaker.name != backend.id:
+            backend.state.breaker = CircuitBreaker(settings.breaker, backend.id)
+
+
 def _assemble(
     settings: GatewaySettings,
     fleet: Fleet,
@@ -160,6 +179,8 @@ def _assemble(
     fleet_collector = CalibrationCollector(fleet)
     metrics.registry.register(fleet_collector)
     upstream = settings.upstream
+    _configure_upstream(settings, fleet, (client, probe_client))
+    metrics.watch_breakers(fleet)
 
     def health_changed(backend: Backend) -> None:
         metrics.backend_healthy.labels(backend.id).set(1 if backend.state.healthy else 0)
@@ -184,7 +205,9 @@ def _assemble(
         placer=Placer(
             settings.hashing, index, router, metrics, tasks, calibration.cached_tokens_tolerance
         ),
-        forwarder=Forwarder(client, metrics, upstream),
+        forwarder=Forwarder(
+            client, metrics, upstream, unavailable_retry_s=settings.breaker.cooldown_s
+        ),
         poller=FleetPoller(
             fleet,
             probe_client,

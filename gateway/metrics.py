@@ -173,6 +173,7 @@ class GatewayMetrics:
         )  # fmt: skip
         self._routes: dict[str, RouteMetrics] = {}
         self._attempt_children: dict[tuple[str, str], Counter] = {}
+        self._breakers: BreakerCollector | None = None
 
     def watch_fleet(self, fleet: Fleet) -> None:
         """Export what the gateway learns about the fleet's backends."""
@@ -202,6 +203,14 @@ class GatewayMetrics:
     def watch_index(self, index: PrefixIndex) -> None:
         """Export the cache-location index's own counters (read at scrape time)."""
         self.registry.register(IndexCounterCollector(index))
+
+    def watch_breakers(self, fleet: Fleet) -> None:
+        """Export the circuit breakers of `fleet`'s backends (the latest fleet given)."""
+        if self._breakers is None:
+            self._breakers = BreakerCollector(fleet)
+            self.registry.register(self._breakers)
+        else:
+            self._breakers.fleet = fleet
 
 
 # The index's counters exported as `gateway_index_<name>_total`: (IndexCounters field, help).
@@ -254,3 +263,37 @@ class ServerMetrics:
             "requests, connection and request caps.",
             ["reason"], registry=registry,
         )  # fmt: skip
+
+
+class BreakerCollector(Collector):
+    """Each backend's circuit-breaker state and how often it opened, read at scrape time."""
+
+    STATES = ("closed", "open", "half_open")
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+
+    def collect(self) -> Iterator[Metric]:
+        """A state set (1 for the current state) and an opens counter per backend."""
+        import time
+
+        from prometheus_client.core import CounterMetricFamily
+
+        state = GaugeMetricFamily(
+            "gateway_backend_circuit_state",
+            "1 for the circuit breaker's current state (closed, open, half_open), else 0.",
+            labels=["backend", "state"],
+        )
+        opens = CounterMetricFamily(
+            "gateway_backend_circuit_opens",
+            "Times the backend's circuit breaker opened.",
+            labels=["backend"],
+        )
+        now = time.monotonic()
+        for backend in self.fleet.backends:
+            breaker = backend.state.breaker
+            current = breaker.state(now).value
+            for name in self.STATES:
+                state.add_metric([backend.id, name], 1.0 if name == current else 0.0)
+            opens.add_metric([backend.id], breaker.opened)
+        yield from (state, opens)

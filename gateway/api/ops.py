@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.api.admin import add_admin_routes
 from gateway.api.openapi import merge_inference_schema
 from gateway.errors import GatewayError
+from gateway.fleet.breaker import BreakerState
 from gateway.server.runtime import Runtime
 
 log = logging.getLogger("gateway")
@@ -82,13 +83,21 @@ def build_ops_app(runtime: Runtime) -> FastAPI:
         deps = runtime.deps
         backends = deps.fleet.backends
         healthy = sum(1 for b in backends if b.state.healthy)
+        # Usable: passes health checks and its circuit is not open (half-open is on its way back).
+        now = time.monotonic()
+        usable = sum(
+            1
+            for b in backends
+            if b.state.healthy and b.state.breaker.state(now) is not BreakerState.OPEN
+        )
         draining = runtime.lifecycle.draining
-        ready = deps.started and not draining
+        ready = deps.started and not draining and usable > 0
         body = {
             "ready": ready,
             "draining": draining,
             "backends": len(backends),
             "healthy_backends": healthy,
+            "usable_backends": usable,
         }
         return _json(body, 200 if ready else 503)
 

@@ -63,6 +63,11 @@ class CircuitBreaker:
         self._probing = False
         self.opened = 0
 
+    @property
+    def settings(self) -> BreakerSettings:
+        """The settings it runs with."""
+        return self._settings
+
     def state(self, now: float) -> BreakerState:
         """The state as of `now` (open turns half-open once its cooldown is over)."""
         if self._state is BreakerState.OPEN and now >= self._reopen_at:

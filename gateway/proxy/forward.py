@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -10,13 +11,23 @@ from typing import Any, Protocol
 
 from gateway.api.request import InferenceRequest
 from gateway.errors import GatewayError
+from gateway.fleet.breaker import Admission
 from gateway.fleet.registry import Backend
 from gateway.metrics import GatewayMetrics
-from gateway.proxy.sse import DONE_EVENT, ERROR_MARK, rewrite_error_events, split_complete
+from gateway.proxy.sse import (
+    DONE_EVENT,
+    ERROR_MARK,
+    EventSplitter,
+    ends_with_done,
+    rewrite_error_events,
+)
 from gateway.proxy.upstream import (
     UpstreamBroken,
     UpstreamClient,
     UpstreamResponse,
+    UpstreamStalled,
+    UpstreamTimeout,
+    UpstreamTooLarge,
     UpstreamUnavailable,
 )
 from gateway.proxy.usage import take_usage_event
@@ -27,6 +38,30 @@ Send = Callable[[Message], Awaitable[None]]
 
 FORWARD_HEADERS = ((b"content-type", b"application/json"), (b"accept-encoding", b"identity"))
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# An engine's error body is read up to this much (its message is cut to 200 characters).
+ERROR_BODY_BYTES = 64 * 1024
+# No attempt starts with less budget left than this (timers may fire a millisecond early).
+MIN_ATTEMPT_S = 0.005
+TIMEOUT_CODE = "upstream_timeout"
+# Attempt results that say nothing about the backend's health: the client left, the backend
+# pushed back (429), a stream ended cleanly without `[DONE]`, an error of our own.
+_NO_VERDICT = frozenset({"cancelled", "error", "status_429", "truncated"})
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptLimits:
+    """How long one request may wait on backends (a value per request, e.g. per tier)."""
+
+    first_byte_timeout_s: float
+    first_byte_budget_s: float
+    read_timeout_s: float
+
+    @classmethod
+    def from_settings(cls, settings: UpstreamSettings) -> AttemptLimits:
+        """The configured defaults."""
+        return cls(
+            settings.first_byte_timeout_s, settings.first_byte_budget_s, settings.read_timeout_s
+        )
 
 
 @dataclass(slots=True)
@@ -61,6 +96,15 @@ def upstream_body(request: InferenceRequest, backend: Backend) -> tuple[bytes, b
     return request.usage_body, True
 
 
+def healthy(result: str) -> bool | None:
+    """The breaker's verdict on an attempt result: 4xx answers are the client's, not failures."""
+    if result == "ok":
+        return True
+    if result in _NO_VERDICT:
+        return None
+    return result.startswith("status_4")
+
+
 class AttemptObserver(Protocol):
     """Told about each attempt, so load and cache accounting follow the request."""
 
@@ -77,24 +121,47 @@ class AttemptObserver(Protocol):
         ...
 
 
-class _Retry(Exception):
-    """The attempt failed before anything reached the client; try the next backend."""
+class _Failed(Exception):
+    """The attempt failed before anything reached the client."""
 
-    def __init__(self, error: GatewayError, reason: str) -> None:
+    def __init__(self, error: GatewayError, reason: str, *, retry: bool = True) -> None:
         super().__init__(error.message)
         self.error = error
         self.reason = reason
+        self.retry = retry
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """One attempt's backend, breaker admission and first-byte allowance."""
+
+    backend: Backend
+    admission: Admission
+    timeout_s: float
+    timeout_text: str
+    read_timeout_s: float
 
 
 class Forwarder:
-    """Walks the ranked list the router returned; never decides where a request goes."""
+    """Walks the ranked list the router returned; never decides where a request goes.
+
+    Backends whose circuit breaker refuses the attempt are passed over, and every attempt's
+    outcome is reported to its backend's breaker (a stream's once it has ended).
+    """
 
     def __init__(
-        self, client: UpstreamClient, metrics: GatewayMetrics, settings: UpstreamSettings
+        self,
+        client: UpstreamClient,
+        metrics: GatewayMetrics,
+        settings: UpstreamSettings,
+        *,
+        unavailable_retry_s: float = 1.0,
     ) -> None:
         self._client = client
         self._metrics = metrics
         self._settings = settings
+        self._limits = AttemptLimits.from_settings(settings)
+        self._unavailable_retry_s = unavailable_retry_s
 
     async def forward(
         self,
@@ -103,75 +170,134 @@ class Forwarder:
         send: Send,
         outcome: ProxyOutcome,
         observer: AttemptObserver,
+        limits: AttemptLimits | None = None,
     ) -> None:
         """Send the request to the first backend that takes it and relay its response."""
-        attempts = ranked[: self._settings.max_attempts]
-        last_error = GatewayError(503, "No backend is available for this model.", retry_after_s=1)
-        for backend in attempts:
+        limits = limits if limits is not None else self._limits
+        loop = asyncio.get_running_loop()
+        budget_end = loop.time() + limits.first_byte_budget_s
+        last_error: GatewayError | None = None
+        refused: list[Backend] = []
+        for backend in ranked:
+            if outcome.attempts >= self._settings.max_attempts:
+                break
+            left = budget_end - loop.time()
+            if left < MIN_ATTEMPT_S:
+                budget = limits.first_byte_budget_s
+                last_error = _timeout_error(f"No backend answered within {budget:g} s.")
+                break
+            admission = backend.state.breaker.admit(time.monotonic())
+            if admission is Admission.REFUSED:
+                refused.append(backend)
+                continue
+            timeout_s = min(left, limits.first_byte_timeout_s)
+            if timeout_s < limits.first_byte_timeout_s:
+                text = f"the request's {limits.first_byte_budget_s:g} s budget"
+            else:
+                text = f"{timeout_s:g} s"
+            attempt = _Attempt(backend, admission, timeout_s, text, limits.read_timeout_s)
             outcome.attempts += 1
             outcome.backend = backend
             observer.attempt_started(backend)
             try:
-                await self._attempt(request, backend, send, outcome, observer)
+                await self._attempt(request, attempt, send, outcome, observer)
                 return
-            except _Retry as retry:
-                last_error = retry.error
+            except _Failed as failed:
+                if not failed.retry:
+                    raise failed.error from None
+                last_error = failed.error
             finally:
                 observer.attempt_ended(backend)
-        raise last_error
+        raise last_error if last_error is not None else self._unavailable(refused)
+
+    def _unavailable(self, refused: Sequence[Backend]) -> GatewayError:
+        now = time.monotonic()
+        waits = [b.state.breaker.retry_after_s(now) for b in refused]
+        wait = min(waits) if waits else self._unavailable_retry_s
+        return GatewayError(
+            503,
+            "No backend is available for this model.",
+            code="no_backend_available",
+            retry_after_s=max(1, math.ceil(wait)),
+        )
 
     async def _attempt(
         self,
         request: InferenceRequest,
-        backend: Backend,
+        attempt: _Attempt,
         send: Send,
         outcome: ProxyOutcome,
         observer: AttemptObserver,
     ) -> None:
+        backend = attempt.backend
         url = backend.chat_url if request.kind == "chat" else backend.completions_url
         headers = [*FORWARD_HEADERS, *backend.auth_headers, (b"x-request-id", request.request_id)]
         body, strip_usage = upstream_body(request, backend)
-        # Every attempt is counted once, by how it ended.
+        # Every attempt is counted once, by how it ended, and judged once by its breaker.
         result = "error"
         try:
-            response = await self._client.send(
-                "POST", url, body, headers, timeout_s=self._settings.first_byte_timeout_s
-            )
-        except UpstreamUnavailable as exc:
-            self._metrics.count_attempt(backend.id, "unavailable")
-            raise _Retry(
-                GatewayError(502, f"Backend {backend.id} is unreachable: {exc}"), "unavailable"
-            ) from exc
-        try:
-            if response.status != 200:
-                result = f"status_{response.status}"
-                await self._upstream_error(backend, response)
-            elif request.stream:
-                await self._relay_stream(
-                    request, backend, response, send, outcome, observer, strip_usage
-                )
-            else:
-                await self._relay_whole(request, backend, response, send, outcome, observer)
-            result = "broken" if outcome.broken else "ok"
-        except _Retry as retry:
-            result = retry.reason
+            response = await self._send(url, body, headers, attempt)
+            try:
+                if response.status != 200:
+                    result = f"status_{response.status}"
+                    await self._upstream_error(backend, response)
+                elif request.stream:
+                    result = await self._relay_stream(
+                        request, attempt, response, send, outcome, observer, strip_usage
+                    )
+                else:
+                    result = await self._relay_whole(
+                        request, attempt, response, send, outcome, observer
+                    )
+            finally:
+                await response.aclose()
+        except _Failed as failed:
+            result = failed.reason
             raise
         except asyncio.CancelledError:
             result = "cancelled"  # the client went away
             raise
         finally:
-            await response.aclose()
             self._metrics.count_attempt(backend.id, result)
+            self._judge(attempt, result)
+
+    async def _send(
+        self, url: str, body: bytes, headers: list[tuple[bytes, bytes]], attempt: _Attempt
+    ) -> UpstreamResponse:
+        backend = attempt.backend
+        try:
+            return await self._client.send(
+                "POST",
+                url,
+                body,
+                headers,
+                timeout_s=attempt.timeout_s,
+                read_timeout_s=attempt.read_timeout_s,
+            )
+        except UpstreamTimeout as exc:
+            raise _Failed(_no_first_byte(attempt), "timeout") from exc
+        except UpstreamUnavailable as exc:
+            error = GatewayError(502, f"Backend {backend.id} is unreachable: {exc}")
+            raise _Failed(error, "unavailable") from exc
+
+    def _judge(self, attempt: _Attempt, result: str) -> None:
+        breaker = attempt.backend.state.breaker
+        verdict = healthy(result)
+        if verdict is None:
+            breaker.release(attempt.admission)
+        else:
+            breaker.record(attempt.admission, verdict, time.monotonic())
 
     async def _upstream_error(self, backend: Backend, response: UpstreamResponse) -> None:
         try:
-            body = await response.read()
+            body = await response.read(ERROR_BODY_BYTES)
         except UpstreamBroken:
             body = b""
-        error = backend.adapter.normalize_error(response.status, body)
-        if response.status in RETRYABLE_STATUSES:
-            raise _Retry(error, f"status_{response.status}")
-        raise error
+        status = response.status
+        error = backend.adapter.normalize_error(status, body, response.header(b"retry-after"))
+        # A status no client can take (1xx, 204, 3xx, > 599) is a broken backend: try another.
+        retry = status in RETRYABLE_STATUSES or not 400 <= status <= 599
+        raise _Failed(error, f"status_{status}", retry=retry)
 
     def _start_message(
         self,
@@ -197,17 +323,30 @@ class Forwarder:
     async def _relay_whole(
         self,
         request: InferenceRequest,
-        backend: Backend,
+        attempt: _Attempt,
         response: UpstreamResponse,
         send: Send,
         outcome: ProxyOutcome,
         observer: AttemptObserver,
-    ) -> None:
+    ) -> str:
+        backend = attempt.backend
+        limit = self._settings.max_response_bytes
         try:
-            body = await response.read()
+            body = await response.read(limit)
+        except UpstreamTooLarge as exc:
+            error = GatewayError(
+                502, f"Backend {backend.id} sent a response larger than {limit} bytes."
+            )
+            raise _Failed(error, "too_large", retry=False) from exc
+        except UpstreamStalled as exc:
+            if exc.first_byte:
+                raise _Failed(_no_first_byte(attempt), "timeout") from exc
+            idle = attempt.read_timeout_s
+            error = _timeout_error(f"Backend {backend.id} sent nothing for {idle:g} s mid-body.")
+            raise _Failed(error, "stalled") from exc
         except UpstreamBroken as exc:
             error = GatewayError(502, f"Backend {backend.id} broke off its response: {exc}")
-            raise _Retry(error, "broken") from exc
+            raise _Failed(error, "broken") from exc
         # Release the upstream connection before the last send: nothing after it may yield, so
         # the accounting that follows is done before any other request can observe the result.
         await response.aclose()
@@ -218,19 +357,22 @@ class Forwarder:
         await send({"type": "http.response.body", "body": body, "more_body": False})
         outcome.finished = True
         outcome.tail = outcome.usage = body
+        return "ok"
 
     async def _relay_stream(
         self,
         request: InferenceRequest,
-        backend: Backend,
+        attempt: _Attempt,
         response: UpstreamResponse,
         send: Send,
         outcome: ProxyOutcome,
         observer: AttemptObserver,
         strip_usage: bool,
-    ) -> None:
-        pending = b""
+    ) -> str:
+        backend = attempt.backend
+        splitter = EventSplitter(self._settings.max_pending_event_bytes)
         rewriting = False
+        done = False
         try:
             async for chunk in response.chunks():
                 if outcome.first_byte_at is None:
@@ -240,34 +382,78 @@ class Forwarder:
                     )
                     start["headers"].append((b"cache-control", b"no-cache"))
                     await send(start)
-                block, pending = split_complete(pending + chunk if pending else chunk)
+                block, raw = splitter.feed(chunk)
+                if block:
+                    if rewriting or ERROR_MARK in block:
+                        block, found = rewrite_error_events(block, backend.adapter)
+                        rewriting = rewriting or found
+                    block, usage = take_usage_event(block, strip_usage)
+                    if usage is not None:
+                        outcome.usage = usage
+                    if block:
+                        done = ends_with_done(block)
+                if raw:
+                    block += raw  # an event past the pending bound goes out unparsed
+                    done = False
                 if not block:
                     continue
-                if rewriting or ERROR_MARK in block:
-                    block, found = rewrite_error_events(block, backend.adapter)
-                    rewriting = rewriting or found
-                block, usage = take_usage_event(block, strip_usage)
-                if usage is not None:
-                    outcome.usage = usage
-                    if not block:
-                        continue
                 outcome.tail = block
                 await send({"type": "http.response.body", "body": block, "more_body": True})
         except UpstreamBroken as exc:
-            error = GatewayError(502, f"Backend {backend.id} broke off the stream: {exc}")
             if outcome.first_byte_at is None:
-                raise _Retry(error, "broken") from exc
-            outcome.broken = True
-            self._metrics.stream_errors.labels(backend.id).inc()
-            await response.aclose()
-            await send({"type": "http.response.body", "body": error.sse_event()})
-            outcome.finished = True
-            return
+                if isinstance(exc, UpstreamStalled):
+                    raise _Failed(_no_first_byte(attempt), "timeout") from exc
+                error = GatewayError(502, f"Backend {backend.id} broke off the stream: {exc}")
+                raise _Failed(error, "broken") from exc
+            return await self._end_broken_stream(attempt, response, send, outcome, exc)
         if outcome.first_byte_at is None:
-            raise _Retry(GatewayError(502, f"Backend {backend.id} sent an empty stream."), "empty")
-        closing = pending
-        if rewriting and not outcome.tail.endswith(DONE_EVENT):
+            error = GatewayError(502, f"Backend {backend.id} sent an empty stream.")
+            raise _Failed(error, "empty")
+        closing = splitter.rest()
+        if closing:
+            done = ends_with_done(closing)
+        if rewriting and not done:
             closing += DONE_EVENT
         await response.aclose()
         await send({"type": "http.response.body", "body": closing, "more_body": False})
         outcome.finished = True
+        if rewriting:
+            return "stream_error"
+        return "ok" if done else "truncated"
+
+    async def _end_broken_stream(
+        self,
+        attempt: _Attempt,
+        response: UpstreamResponse,
+        send: Send,
+        outcome: ProxyOutcome,
+        exc: UpstreamBroken,
+    ) -> str:
+        """End a stream that failed after it started: an in-band error, then `[DONE]`."""
+        backend = attempt.backend
+        if isinstance(exc, UpstreamStalled):
+            idle = attempt.read_timeout_s
+            message = f"Backend {backend.id} sent nothing for {idle:g} s mid-stream."
+            error, result = _timeout_error(message), "stalled"
+        else:
+            message = f"Backend {backend.id} broke off the stream: {exc}"
+            error, result = GatewayError(502, message), "broken"
+        outcome.broken = True
+        self._metrics.stream_errors.labels(backend.id).inc()
+        await response.aclose()
+        # An unfinished event the client already has is ended first, so the error stands alone.
+        tail = outcome.tail
+        lead = b"" if not tail or tail.endswith((b"\n\n", b"\r\r", b"\r\n\r\n")) else b"\n\n"
+        await send({"type": "http.response.body", "body": lead + error.sse_event()})
+        outcome.finished = True
+        return result
+
+
+def _timeout_error(message: str) -> GatewayError:
+    return GatewayError(504, message, code=TIMEOUT_CODE)
+
+
+def _no_first_byte(attempt: _Attempt) -> GatewayError:
+    return _timeout_error(
+        f"Backend {attempt.backend.id} sent no first byte within {attempt.timeout_text}."
+    )

@@ -9,7 +9,12 @@ from typing import Protocol, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-from gateway.proxy.upstream import UpstreamBroken, UpstreamUnavailable
+from gateway.proxy.upstream import (
+    UpstreamBroken,
+    UpstreamStalled,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 
 # Exchange phases.
 _IDLE = 0
@@ -42,6 +47,7 @@ class H1Connection(asyncio.Protocol):
 
     __slots__ = (
         "_body",
+        "_body_seen",
         "_buffered",
         "_eof_body",
         "_error",
@@ -57,6 +63,7 @@ class H1Connection(asyncio.Protocol):
         "_parser",
         "_paused",
         "_phase",
+        "_read_timeout_default_s",
         "_read_timeout_s",
         "_timer",
         "_timer_at",
@@ -82,6 +89,7 @@ class H1Connection(asyncio.Protocol):
         self._loop = loop
         self._owner = owner
         self._read_timeout_s = read_timeout_s
+        self._read_timeout_default_s = read_timeout_s
         self._high_water = high_water
         self._transport: asyncio.Transport | None = None
         self._parser = HttpResponseParser(self)
@@ -95,6 +103,7 @@ class H1Connection(asyncio.Protocol):
         self._phase = _IDLE
         self._error: Exception | None = None
         self._got_bytes = False
+        self._body_seen = False
         self._head_deadline = 0.0
         self._head_only = False
         self._interim = False
@@ -110,9 +119,18 @@ class H1Connection(asyncio.Protocol):
 
     # ---- used by the pool and the response --------------------------------------------------
     async def exchange(
-        self, request: bytes, body: bytes | None, head_only: bool, deadline: float
+        self,
+        request: bytes,
+        body: bytes | None,
+        head_only: bool,
+        deadline: float,
+        read_timeout_s: float | None = None,
     ) -> None:
-        """Send a request and wait for the response head; closes the connection on failure."""
+        """Send a request and wait for the response head; closes the connection on failure.
+
+        `deadline` bounds the head and the body's first byte; `read_timeout_s` each later
+        wait for body bytes (default: the connection's).
+        """
         if self.closed or self._transport is None:
             if self.served:
                 raise StaleConnection("the pooled connection was already closed")
@@ -120,6 +138,10 @@ class H1Connection(asyncio.Protocol):
         self._phase = _HEAD
         self._error = None
         self._got_bytes = False
+        self._body_seen = False
+        self._read_timeout_s = (
+            self._read_timeout_default_s if read_timeout_s is None else read_timeout_s
+        )
         self._interim = False
         self._head_only = head_only
         self._head_deadline = deadline
@@ -153,6 +175,8 @@ class H1Connection(asyncio.Protocol):
         self._buffered = 0
         if self._paused and not self.closed and self._transport is not None:
             self._paused = False
+            # Nothing could arrive while reading was paused: the idle clock restarts now.
+            self._last_rx = self._loop.time()
             self._transport.resume_reading()
         return data
 
@@ -163,7 +187,7 @@ class H1Connection(asyncio.Protocol):
             raise self._error
         waiter = self._loop.create_future()
         self._waiter = waiter
-        self._arm(self._last_rx + self._read_timeout_s)
+        self._arm(self._body_due())
         return waiter
 
     def release(self) -> None:
@@ -272,6 +296,7 @@ class H1Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         # The consumer awaits a future only when the deque is empty; reading pauses while more
         # than `high_water` bytes wait for it, so a slow client never buffers a whole stream.
+        self._body_seen = True
         self._body.append(body)
         self._buffered += len(body)
         if self._buffered > self._high_water and not self._paused and self._transport is not None:
@@ -322,15 +347,25 @@ class H1Connection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
 
+    def _body_due(self) -> float:
+        # Until the body's first byte the request's first-byte deadline applies (a stream's
+        # head comes before prefill, its first event after); then the idle read timeout.
+        if self._body_seen:
+            return self._last_rx + self._read_timeout_s
+        return self._head_deadline
+
     def _on_timer(self) -> None:
         self._timer = None
         if self._waiter is None or self._waiter.done():
             return
         heading = self._phase == _HEAD
-        due = self._head_deadline if heading else self._last_rx + self._read_timeout_s
+        due = self._head_deadline if heading else self._body_due()
         if due - self._loop.time() > _TIMER_SLACK_S:
             self._arm(due)
         elif heading:
-            self._fail(UpstreamUnavailable("no response head before the timeout"))
+            self._fail(UpstreamTimeout("no response head before the first-byte deadline"))
+        elif not self._body_seen:
+            self._fail(UpstreamStalled("no first body byte before the deadline", first_byte=True))
         else:
-            self._fail(UpstreamBroken(f"no body data for {self._read_timeout_s:g} s"))
+            idle = self._read_timeout_s
+            self._fail(UpstreamStalled(f"no body data for {idle:g} s", first_byte=False))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from gateway.proxy.h1conn import H1Connection
-from gateway.proxy.upstream import UpstreamUnavailable
+from gateway.proxy.upstream import UpstreamTimeout, UpstreamUnavailable
 
 
 class OriginPool:
@@ -24,6 +26,7 @@ class OriginPool:
         "_limit",
         "_on_idle",
         "_read_timeout_s",
+        "_tls",
         "_waiters",
         "closed",
         "host",
@@ -45,6 +48,8 @@ class OriginPool:
         keepalive_expiry_s: float,
         high_water: int,
         on_idle: Callable[[], None],
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         self.loop = loop
         self.host = host
@@ -55,6 +60,10 @@ class OriginPool:
         self._keepalive_expiry_s = keepalive_expiry_s
         self._high_water = high_water
         self._on_idle = on_idle
+        # TLS: the context, and the name sent as SNI and checked against the certificate.
+        self._tls: dict[str, Any] = {}
+        if tls is not None:
+            self._tls = {"ssl": tls, "server_hostname": server_hostname or host}
         self._waiters: deque[asyncio.Future[H1Connection | None]] = deque()
         self.idle: list[H1Connection] = []
         self.total = 0
@@ -165,7 +174,7 @@ class OriginPool:
             else:
                 waiter.cancel()
             if isinstance(exc, TimeoutError):
-                raise UpstreamUnavailable(
+                raise UpstreamTimeout(
                     f"all {self._limit} connections to {self.host}:{self.port} stayed busy"
                 ) from None
             raise
@@ -185,17 +194,19 @@ class OriginPool:
         conn = H1Connection(
             loop, self, read_timeout_s=self._read_timeout_s, high_water=self._high_water
         )
-        timeout = min(self._connect_timeout_s, deadline - loop.time())
+        left = deadline - loop.time()
+        timeout = min(self._connect_timeout_s, left)
         try:
             async with asyncio.timeout(timeout):
-                await loop.create_connection(lambda: conn, self.host, self.port)
+                await loop.create_connection(lambda: conn, self.host, self.port, **self._tls)
         except BaseException as exc:
             conn.close(notify=False)
             self._free_slot()
             if isinstance(exc, (OSError, TimeoutError)):
                 reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
-                raise UpstreamUnavailable(
-                    f"cannot connect to {self.host}:{self.port}: {reason}"
-                ) from exc
+                # The first-byte deadline, not the connect timeout, cut this one short.
+                late = isinstance(exc, TimeoutError) and left < self._connect_timeout_s
+                error = UpstreamTimeout if late else UpstreamUnavailable
+                raise error(f"cannot connect to {self.host}:{self.port}: {reason}") from exc
             raise
         return conn

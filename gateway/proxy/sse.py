@@ -29,6 +29,62 @@ def split_complete(buffer: bytes) -> tuple[bytes, bytes]:
     return buffer[: ends[-1]], buffer[ends[-1] :]
 
 
+def ends_with_done(block: bytes) -> bool:
+    """Whether the last event of `block` is `data: [DONE]` (with or without its blank line)."""
+    return block.rstrip(b"\r\n").endswith(b"[DONE]")
+
+
+class EventSplitter:
+    """Cuts a byte stream at SSE event boundaries in linear time, holding at most `limit` bytes.
+
+    Each chunk is searched once (with the three bytes before it, which a boundary may
+    straddle), and held bytes are joined once. An unfinished event that grows past `limit`
+    is handed back to be relayed as it is, so a stream without boundaries is not held.
+    """
+
+    __slots__ = ("_limit", "_parts", "_size", "_tail")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> tuple[bytes, bytes]:
+        """(complete events, then unfinished bytes to relay unparsed: only past the limit)."""
+        parts = self._parts
+        if not parts:
+            events, rest = split_complete(chunk)
+            return events, self._hold(rest) if rest else b""
+        tail = self._tail
+        events, _ = split_complete(tail + chunk)
+        if not events:
+            return b"", self._hold(chunk)
+        cut = len(events) - len(tail)  # > 0: the held bytes have no boundary of their own
+        events = b"".join(parts) + chunk[:cut]
+        parts.clear()
+        self._size = 0
+        self._tail = b""
+        rest = chunk[cut:]
+        return events, self._hold(rest) if rest else b""
+
+    def rest(self) -> bytes:
+        """Whatever is held (an unfinished last event), taken out."""
+        held = b"".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        self._tail = b""
+        return held
+
+    def _hold(self, data: bytes) -> bytes:
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size > self._limit:
+            return self.rest()
+        self._tail = (self._tail + data)[-3:]
+        return b""
+
+
 def rewrite_error_events(block: bytes, adapter: EngineAdapter) -> tuple[bytes, bool]:
     """Rewrite engine-shaped in-band error events into OpenAI's shape.
 

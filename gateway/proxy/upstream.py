@@ -10,8 +10,24 @@ class UpstreamUnavailable(Exception):
     """The backend could not be reached or sent no response headers (safe to retry elsewhere)."""
 
 
+class UpstreamTimeout(UpstreamUnavailable):
+    """No response head (or no free connection) before the first-byte deadline."""
+
+
 class UpstreamBroken(Exception):
     """The backend's response broke off after it had started."""
+
+
+class UpstreamStalled(UpstreamBroken):
+    """The body stopped coming: no first byte by the deadline, or none for the idle timeout."""
+
+    def __init__(self, message: str, *, first_byte: bool) -> None:
+        super().__init__(message)
+        self.first_byte = first_byte
+
+
+class UpstreamTooLarge(UpstreamBroken):
+    """The body outgrew the limit it was read with (the connection is dropped)."""
 
 
 Headers = Sequence[tuple[bytes, bytes]]
@@ -30,8 +46,8 @@ class UpstreamResponse(Protocol):
         """The body as raw byte chunks, as they arrive. Raises UpstreamBroken on failure."""
         ...
 
-    async def read(self) -> bytes:
-        """The whole body. Raises UpstreamBroken on failure."""
+    async def read(self, max_bytes: int | None = None) -> bytes:
+        """The whole body. Raises UpstreamBroken on failure, UpstreamTooLarge past `max_bytes`."""
         ...
 
     async def aclose(self) -> None:
@@ -43,9 +59,20 @@ class UpstreamClient(Protocol):
     """Sends one request to a backend and returns once the response headers are in."""
 
     async def send(
-        self, method: str, url: str, body: bytes | None, headers: Headers, *, timeout_s: float
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: Headers,
+        *,
+        timeout_s: float,
+        read_timeout_s: float | None = None,
     ) -> UpstreamResponse:
-        """Raises UpstreamUnavailable when no response started."""
+        """Send and wait for the response head; `timeout_s` also bounds the body's first byte,
+        `read_timeout_s` (default: the client's) each later wait for body bytes.
+
+        Raises UpstreamUnavailable when no response started (UpstreamTimeout: not in time).
+        """
         ...
 
     async def aclose(self) -> None:

@@ -30,6 +30,22 @@ class HealthFilter:
         return healthy or list(candidates)
 
 
+class BreakerFilter:
+    """Keeps backends whose circuit breaker would admit an attempt now.
+
+    An open breaker takes its backend out until its cooldown ends; then the backend is back
+    as a candidate until one request (its probe) is on its way. It fails closed: when every
+    breaker is open, no backend is tried and the client gets a 503 with `Retry-After`.
+    """
+
+    name = "breaker"
+
+    def keep(self, request: RouteRequest, candidates: Sequence[Backend]) -> list[Backend]:
+        """Backends whose breaker admits attempts (none when every one is open)."""
+        now = request.now
+        return [b for b in candidates if b.state.breaker.available(now)]
+
+
 class BoundedLoadFilter:
     """Keeps backends under `factor` times the mean load plus `slack` (bounded-load hashing).
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 
 from gateway.fleet.registry import Backend
-from gateway.routing.filters import BoundedLoadFilter, HealthFilter, ModelFilter
+from gateway.routing.filters import BoundedLoadFilter, BreakerFilter, HealthFilter, ModelFilter
 from gateway.routing.scorers import AffinityScorer, CostScorer, LoadScorer
 from gateway.routing.types import Decision, Filter, RouteRequest, Scorer, ScoreSheet
 from gateway.settings import FilterName, ProfileSettings, ScorerName
@@ -57,9 +57,10 @@ class ProfileRouter:
         cls, name: str, settings: ProfileSettings, rng: random.Random
     ) -> ProfileRouter:
         """Build the profile's plugins."""
+        # The breaker filter is not optional: a backend whose circuit is open takes no traffic.
         return cls(
             name,
-            [_filter(f, settings) for f in settings.filters],
+            [BreakerFilter(), *(_filter(f, settings) for f in settings.filters)],
             [(_scorer(s, settings), w) for s, w in settings.scorers.items()],
             rng,
         )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import time
+from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -43,12 +46,34 @@ def _first(values: dict[str, float], names: tuple[str, ...]) -> float | None:
 
 
 def _status_for_upstream(status: int) -> int:
-    """The status the client sees for a backend's error status."""
+    """The status the client sees for a backend's error status.
+
+    Only 4xx and 5xx pass as errors: an interim, a success other than the relayed 200, a
+    redirect or a status past 599 is no answer a client can take from an inference route
+    (a 204 relayed with an error body would desync its keep-alive), so it becomes a 502.
+    """
     if status in (422, 424):
         return 400 if status == 422 else 502
-    if status == 500:
+    if status == 500 or not 400 <= status <= 599:
         return 502
     return status
+
+
+def retry_after_seconds(value: bytes | None, now: float | None = None) -> int | None:
+    """A `Retry-After` header as whole seconds from now (delta-seconds or an HTTP date)."""
+    if value is None:
+        return None
+    text = value.decode("latin-1").strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    moment = time.time() if now is None else now
+    return max(0, math.ceil(when.timestamp() - moment))
 
 
 class EngineAdapter:
@@ -111,16 +136,28 @@ class EngineAdapter:
             return []
         return [(b"authorization", b"Bearer " + api_key.encode())]
 
-    def normalize_error(self, status: int, body: bytes) -> GatewayError:
-        """Turn a backend's error response into the OpenAI shape with a sensible status."""
+    def normalize_error(
+        self, status: int, body: bytes, retry_after: bytes | None = None
+    ) -> GatewayError:
+        """Turn a backend's error response into the OpenAI shape with a sensible status.
+
+        A 429 or 503 keeps the backend's own `Retry-After` (`retry_after`, the raw header),
+        else gets 1 s.
+        """
+        if not 400 <= status <= 599:
+            return GatewayError(
+                502, f"backend answered HTTP {status}, neither an answer nor an error"
+            )
+        client_status = _status_for_upstream(status)
         message, param, code = self._parse_error_body(body)
         if message is None:
             text = body[:200].decode("utf-8", "replace").strip()
             message = text or f"backend answered HTTP {status}"
-        client_status = _status_for_upstream(status)
-        retry_after = 1 if client_status in (429, 503) else None
+        retry_after_s = None
+        if client_status in (429, 503):
+            retry_after_s = retry_after_seconds(retry_after) or 1
         return GatewayError(
-            client_status, message, param=param, code=code, retry_after_s=retry_after
+            client_status, message, param=param, code=code, retry_after_s=retry_after_s
         )
 
     def normalize_stream_error(self, event: Any) -> GatewayError:

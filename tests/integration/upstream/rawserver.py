@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -70,6 +71,21 @@ class Conn:
             b"HTTP/1.1 %d X\r\ncontent-length: %d\r\n%s\r\n%s" % (status, len(body), headers, body)
         )
 
+    async def stream_head(self, headers: bytes = b"content-type: text/event-stream\r\n") -> None:
+        """The head of a chunked 200 response (the body follows as `chunk()`s)."""
+        await self.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n%s\r\n" % headers)
+
+    async def chunk(self, data: bytes) -> None:
+        """One chunk of a chunked body (b"" ends the body)."""
+        if data:
+            await self.write(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            await self.write(b"0\r\n\r\n")
+
+    def abort(self) -> None:
+        """Kill the connection at once (a reset, as when the process dies)."""
+        self.writer.transport.abort()
+
     async def wait_closed_by_client(self) -> None:
         """Return once the client has closed its end (EOF or reset)."""
         try:
@@ -99,17 +115,19 @@ class RawServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self.host = "127.0.0.1"
         self.port = 0
+        self.scheme = "http"
 
     @property
     def url(self) -> str:
         """Base URL."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
-    async def start(self, host: str = "127.0.0.1") -> RawServer:
-        """Listen on a free port of `host`."""
+    async def start(self, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> RawServer:
+        """Listen on a free port of `host` (TLS with `tls`)."""
         self.host = host
-        self._server = await asyncio.start_server(self._serve, host, 0)
+        self.scheme = "https" if tls is not None else "http"
+        self._server = await asyncio.start_server(self._serve, host, 0, ssl=tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
