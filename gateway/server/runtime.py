@@ -52,7 +52,9 @@ class Runtime:
         try:
             settings = load_settings(self.config_path)
         except ConfigError as exc:
-            log.error("reload rejected, the previous configuration keeps serving: %s", exc)
+            # One line, so log pipelines keep the field path with the message.
+            detail = "; ".join(line.strip() for line in str(exc).splitlines())
+            log.error("reload rejected, the previous configuration keeps serving: %s", detail)
             return ReloadResult(False, str(exc))
         return await self.apply(settings)
 

@@ -98,10 +98,15 @@ def test_an_unterminated_header_is_cut_off_early(gw):
     with socket.create_connection(("127.0.0.1", gw.port), timeout=READ_BOUND_S) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nx-big: ")
         sent = 0
-        with pytest.raises(OSError):  # the gateway closed the connection on us
-            for _ in range(128):
+        refused = False
+        for _ in range(128):
+            try:
                 sock.sendall(b"a" * 65536)
-                sent += 65536
+            except OSError:  # the gateway closed the connection on us
+                refused = True
+                break
+            sent += 65536
+        assert refused
         assert sent < 8 * 1024 * 1024
     assert httpx.get(gw.url + "/healthz").status_code == 200
 
@@ -140,7 +145,7 @@ def test_deep_json_is_400_naming_the_limit(gw, total, where):
         body = '{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "tools": %s}'
         text = body % (MODEL, nested(total - 1))
     else:
-        part = '{"type": "text", "text": "hi", "extra": %s}' % nested(total - 5)
+        part = '{"type": "text", "text": "hi", "extra": ' + nested(total - 5) + "}"
         body = '{"model": "%s", "messages": [{"role": "user", "content": [%s]}]}'
         text = body % (MODEL, part)
     r = httpx.post(gw.url + "/v1/chat/completions", content=text.encode())

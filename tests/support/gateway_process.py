@@ -61,7 +61,8 @@ class GatewayProcess:
         return self
 
     def _read(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
+        assert self.proc is not None
+        assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.lines.put(line)
 
