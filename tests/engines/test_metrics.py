@@ -81,3 +81,24 @@ def test_engine_discovered_kv_capacity_is_what_vllm_reports(
         http, engine_gateway.url, "gateway_backend_kv_capacity_tokens", source="configured"
     )
     assert set(configured) == set(want)
+
+
+def test_gateway_reads_the_engines_load_and_window(
+    engine_gateway: GatewayHandle, vllm_fleet: VllmFleet, http: httpx.Client, run_key: str
+) -> None:
+    """The adapter parsed real gauges (not None), learned max_model_len, saw no restart."""
+    _traffic(engine_gateway, http, f"{run_key}:load", 2)
+    deadline = time.monotonic() + DISCOVERY_S
+    backends = engine_gateway.deps.fleet.backends
+    while time.monotonic() < deadline and any(b.state.engine is None for b in backends):
+        time.sleep(0.2)
+    for backend in backends:
+        engine = backend.state.engine
+        assert engine is not None, backend.id
+        assert engine.running >= 0
+        assert engine.waiting >= 0
+        assert engine.kv_usage is not None
+        assert 0.0 <= engine.kv_usage <= 1.0
+        assert backend.state.learned_max_context == vllm_fleet.options.max_model_len
+    restarts = by_backend(http, engine_gateway.url, "gateway_backend_restarts_total")
+    assert all(v == 0 for v in restarts.values()), restarts
