@@ -148,3 +148,97 @@ async def test_send_error_writes_status_headers_and_body() -> None:
     assert headers[b"x-request-id"] == b"r1"
     assert orjson.loads(body["body"])["error"]["message"] == "slow down"
     assert body["more_body"] is False
+
+
+# The exception boundary: a surprise anywhere becomes an OpenAI-shaped 500, a log line, a metric.
+
+
+def boundary_app() -> Any:
+    from gateway.app import GatewayApp
+    from gateway.deps import build_deps
+    from gateway.settings import settings_from_mapping
+
+    backend = {"id": "b0", "url": "http://127.0.0.1:9", "models": ["m"]}
+    return GatewayApp(build_deps(settings_from_mapping({"backends": [backend]})))
+
+
+def http_scope(
+    method: str, path: str, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": list(headers),
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1234),
+        "root_path": "",
+    }
+
+
+class Sent:
+    """An ASGI send callable keeping every message."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    @property
+    def status(self) -> int:
+        return int(self.messages[0]["status"])
+
+    @property
+    def error(self) -> dict[str, Any]:
+        body = b"".join(m.get("body", b"") for m in self.messages[1:])
+        return dict(orjson.loads(body)["error"])
+
+
+async def test_an_unexpected_error_on_an_inference_route_is_an_openai_500(caplog) -> None:
+    app = boundary_app()
+
+    async def broken(*_: Any) -> Any:
+        raise RuntimeError("surprise")
+
+    app.deps.placer.place = broken
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+    sent = Sent()
+    scope = http_scope("POST", "/v1/chat/completions", [(b"x-request-id", b"req-42")])
+    await app(scope, Receiver(body_messages(body)), sent)
+    assert sent.status == 500
+    assert sent.error["type"] == "server_error"
+    assert set(sent.error) == {"message", "type", "param", "code"}
+    assert "req-42" in caplog.text
+    assert "surprise" in caplog.text
+    payload, _ = app.deps.metrics.exposition()
+    assert b'gateway_unexpected_errors_total{route="chat"} 1.0' in payload
+
+
+async def test_an_unexpected_error_on_an_ops_route_is_an_openai_500(caplog) -> None:
+    app = boundary_app()
+
+    def broken() -> Any:
+        raise RuntimeError("ops surprise")
+
+    app.deps.fleet.models = broken
+    sent = Sent()
+    await app(http_scope("GET", "/v1/models"), Receiver([{"type": "http.request"}]), sent)
+    assert sent.status == 500
+    assert sent.error["type"] == "server_error"
+    assert "ops surprise" in caplog.text
+    payload, _ = app.deps.metrics.exposition()
+    assert b'gateway_unexpected_errors_total{route="ops"} 1.0' in payload
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_other_methods_on_inference_routes_are_405_with_allow(method: str) -> None:
+    sent = Sent()
+    await boundary_app()(http_scope(method, "/v1/completions"), Receiver([]), sent)
+    assert sent.status == 405
+    assert (b"allow", b"POST") in sent.messages[0]["headers"]
+    assert sent.error["type"] == "invalid_request_error"
