@@ -151,7 +151,7 @@ class CircuitBreaker:
         self._state = BreakerState.CLOSED
         self._consecutive = 0
         for bucket in self._buckets:
-            bucket[0] = -1
+            bucket[1] = bucket[2] = 0
         log.warning("backend %s circuit closed: its probe succeeded", self.name)
 
     def _bucket(self, now: float) -> list[int]:

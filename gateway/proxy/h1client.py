@@ -80,6 +80,7 @@ class H1Response:
         if limit >= 0:
             declared = self.header(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
+                self._drop()
                 raise UpstreamTooLarge(f"the body is {int(declared)} bytes, over {limit}")
         parts: list[bytes] = []
         size = 0
@@ -89,6 +90,7 @@ class H1Response:
                 parts.append(data)
                 size += len(data)
                 if 0 <= limit < size:
+                    self._drop()
                     raise UpstreamTooLarge(f"the body ran over {limit} bytes")
             elif conn.complete:
                 break
@@ -97,6 +99,13 @@ class H1Response:
         if len(parts) == 1:
             return parts[0]
         return b"".join(parts)
+
+    def _drop(self) -> None:
+        """Close the connection whatever was read (the rest of the body is not wanted)."""
+        conn = self._conn
+        if conn is not None:
+            self._conn = None
+            conn.close()
 
     async def aclose(self) -> None:
         """Pool the connection if the body ended cleanly and keep-alive allows, else close it."""

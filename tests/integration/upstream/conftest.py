@@ -6,6 +6,7 @@ Every async test here runs twice, on asyncio's loop and on uvloop (what the gate
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -24,11 +25,13 @@ def pytest_asyncio_loop_factories(
 
 @pytest.fixture
 async def raw_server() -> AsyncIterator[Callable[..., Any]]:
-    """Factory: `await raw_server(handler, host="127.0.0.1")` -> a started RawServer."""
+    """Factory: `await raw_server(handler, host="127.0.0.1", tls=None)` -> a started RawServer."""
     started: list[RawServer] = []
 
-    async def make(handler: Handler = keep_alive, host: str = "127.0.0.1") -> RawServer:
-        server = await RawServer(handler).start(host)
+    async def make(
+        handler: Handler = keep_alive, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+    ) -> RawServer:
+        server = await RawServer(handler).start(host, tls)
         started.append(server)
         return server
 

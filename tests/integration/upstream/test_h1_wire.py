@@ -7,7 +7,13 @@ import socket
 
 import pytest
 
-from gateway.proxy.upstream import UpstreamBroken, UpstreamUnavailable
+from gateway.proxy.upstream import (
+    UpstreamBroken,
+    UpstreamStalled,
+    UpstreamTimeout,
+    UpstreamTooLarge,
+    UpstreamUnavailable,
+)
 from tests.integration.upstream.rawserver import Conn
 
 T = 5.0  # generous response-head timeout for requests that are expected to succeed
@@ -474,3 +480,98 @@ async def test_closed_client_refuses_requests(raw_server, h1):
     await server.wait_finished(1)
     with pytest.raises(UpstreamUnavailable):
         await get(client, server.url)
+
+
+# ---- deadlines and limits ------------------------------------------------------------------------
+async def test_a_silent_server_is_a_timeout(raw_server, h1):
+    async def silent(conn: Conn) -> None:
+        await conn.request()
+        await conn.wait_closed_by_client()
+
+    server = await raw_server(silent)
+    with pytest.raises(UpstreamTimeout):
+        await h1().send("POST", server.url, b"{}", [], timeout_s=0.2)
+
+
+async def test_the_first_body_byte_is_due_by_the_first_byte_deadline(raw_server, h1):
+    async def head_then_nothing(conn: Conn) -> None:
+        await conn.request()
+        await conn.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        await conn.wait_closed_by_client()
+
+    server = await raw_server(head_then_nothing)
+    response = await h1(read_timeout_s=30).send("GET", server.url, None, [], timeout_s=0.2)
+    with pytest.raises(UpstreamStalled) as caught:
+        await anext(response.chunks())
+    assert caught.value.first_byte
+    await response.aclose()
+
+
+async def test_the_read_timeout_may_be_given_per_request(raw_server, h1):
+    async def stalls(conn: Conn) -> None:
+        await conn.request()
+        await conn.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n")
+        await conn.wait_closed_by_client()
+
+    server = await raw_server(stalls)
+    client = h1(read_timeout_s=30)
+    response = await client.send("GET", server.url, None, [], timeout_s=T, read_timeout_s=0.2)
+    chunks = response.chunks()
+    assert await anext(chunks) == b"hi"
+    with pytest.raises(UpstreamStalled, match=r"0\.2 s") as caught:
+        await anext(chunks)
+    assert not caught.value.first_byte
+    await response.aclose()
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_read_stops_past_its_limit_and_the_connection_is_dropped(raw_server, h1, framing):
+    async def big(conn: Conn) -> None:
+        await conn.request()
+        if framing == "chunked":
+            await conn.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            for _ in range(4):
+                await conn.chunk(b"z" * 1000)
+        else:
+            await conn.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4000\r\n\r\n" + b"z" * 4000)
+        await conn.wait_closed_by_client()
+
+    server = await raw_server(big)
+    response = await h1().send("GET", server.url, None, [], timeout_s=T)
+    with pytest.raises(UpstreamTooLarge):
+        await response.read(2500)
+    await response.aclose()
+    await server.wait_finished(1)
+
+
+async def test_a_body_within_the_limit_is_read(raw_server, h1):
+    server = await raw_server()
+    response = await h1().send("GET", server.url + "/x", None, [], timeout_s=T)
+    assert await response.read(len(b"ok GET /x HTTP/1.1 ")) == b"ok GET /x HTTP/1.1 "
+    await response.aclose()
+
+
+async def test_a_slow_consumer_is_not_taken_for_an_idle_backend(raw_server, h1):
+    part = b"p" * 64 * 1024
+    consumer_waited = asyncio.Event()
+
+    async def fast(conn: Conn) -> None:
+        await conn.request()
+        await conn.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % (len(part) * 8))
+        for _ in range(8):
+            await conn.write(part)
+        await conn.wait_closed_by_client()
+
+    server = await raw_server(fast)
+    client = h1(high_water_bytes=16 * 1024)
+    response = await client.send("GET", server.url, None, [], timeout_s=T, read_timeout_s=0.2)
+    chunks = response.chunks()
+    received = len(await anext(chunks))
+    # Reading is paused above the high-water mark; the consumer dawdles past the idle timeout.
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.3, consumer_waited.set)
+    await consumer_waited.wait()
+    async for chunk in chunks:
+        received += len(chunk)
+    assert received == len(part) * 8
+    await response.aclose()
