@@ -82,8 +82,13 @@ def test_unknown_route_and_wrong_method_are_openai_shaped(gw_url):
     assert r.status_code == 404
     assert "Unknown route" in r.json()["error"]["message"]
     r = httpx.get(gw_url + "/v1/chat/completions")
-    assert r.status_code in (404, 405)
+    assert r.status_code == 405
+    assert r.headers["allow"] == "POST"
     assert r.json()["error"]["message"]
+    r = httpx.put(gw_url + "/healthz")
+    assert r.status_code == 405
+    assert r.headers["allow"] == "GET"
+    assert r.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_valid_requests_still_pass(gw_url):

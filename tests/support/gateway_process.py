@@ -93,15 +93,14 @@ class GatewayProcess:
         return self.proc.wait(timeout_s)
 
     def stop(self) -> None:
-        """Stop it if still running: SIGINT twice (drain cut short), then SIGKILL."""
+        """Stop it if still running: SIGINT, a second one once it drains (no waits), SIGKILL."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        for sig in (signal.SIGINT, signal.SIGINT):
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-        self.proc.kill()
-        self.proc.wait(10)
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.wait_for_line("draining:", 10)
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(15)
+        except (AssertionError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait(10)
