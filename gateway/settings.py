@@ -122,14 +122,16 @@ class CalibrationSettings(StrictModel):
 class UpstreamSettings(StrictModel):
     """The pooled HTTP client that talks to backends, and how long each step may take.
 
-    A stream's first byte is its first event (after prefill); a whole answer's is its head,
-    which engines send once the answer is generated, so the first-byte timeout covers it.
-    Keep-alive expiry stays below the engines' own idle close (uvicorn: 5 s).
+    Per attempt, a stream's first event (after queueing and prefill) is due within
+    `first_byte_timeout_s`; a whole answer, which engines send once it is generated, within
+    `response_timeout_s`; all attempts together get `first_byte_budget_s`. Keep-alive
+    expiry stays below the engines' own idle close (uvicorn: 5 s).
     """
 
     connect_timeout_s: PositiveFloat = 2.0
     first_byte_timeout_s: PositiveFloat = 60.0
-    first_byte_budget_s: PositiveFloat = 120.0
+    response_timeout_s: PositiveFloat = 300.0
+    first_byte_budget_s: PositiveFloat = 300.0
     read_timeout_s: PositiveFloat = 60.0
     max_connections_per_backend: PositiveInt = 256
     keepalive_expiry_s: PositiveFloat = 4.0
