@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Mapping, Sequence
@@ -275,8 +276,12 @@ async def activate(deps: Deps) -> None:
     deps.started = True
 
 
-async def retire(old: Deps, new: Deps) -> None:
-    """Stop what only `old` used (requests in flight keep their references and finish)."""
+async def retire(old: Deps, new: Deps, grace_s: float = 0.0) -> None:
+    """Stop what only `old` used; its own clients close after `grace_s`.
+
+    Requests in flight keep their references to `old` and finish; the grace is for those
+    still reading from `old`'s clients when the upstream settings changed.
+    """
     old.started = False
     await old.poller.close()
     kept = {backend.id for backend in new.fleet.backends}
@@ -284,5 +289,6 @@ async def retire(old: Deps, new: Deps) -> None:
         if backend.id not in kept:
             old.metrics.backend_healthy.remove(backend.id)
     if old.client is not new.client:
+        await asyncio.sleep(grace_s)
         await old.client.aclose()
         await old.probe_client.aclose()
