@@ -50,18 +50,31 @@ _NO_VERDICT = frozenset({"cancelled", "error", "status_429", "truncated"})
 
 @dataclass(frozen=True, slots=True)
 class AttemptLimits:
-    """How long one request may wait on backends (a value per request, e.g. per tier)."""
+    """How long one request may wait on backends (a value per request, e.g. per tier).
+
+    Per attempt: a stream's first event within `first_byte_timeout_s`, a whole answer within
+    `response_timeout_s`; every attempt together within `first_byte_budget_s`; then each
+    wait for more body bytes within `read_timeout_s`.
+    """
 
     first_byte_timeout_s: float
     first_byte_budget_s: float
     read_timeout_s: float
+    response_timeout_s: float
 
     @classmethod
     def from_settings(cls, settings: UpstreamSettings) -> AttemptLimits:
         """The configured defaults."""
         return cls(
-            settings.first_byte_timeout_s, settings.first_byte_budget_s, settings.read_timeout_s
+            settings.first_byte_timeout_s,
+            settings.first_byte_budget_s,
+            settings.read_timeout_s,
+            settings.response_timeout_s,
         )
+
+    def first_byte_s(self, stream: bool) -> float:
+        """The per-attempt allowance until the first byte for a request of this kind."""
+        return self.first_byte_timeout_s if stream else self.response_timeout_s
 
 
 @dataclass(slots=True)
@@ -174,6 +187,7 @@ class Forwarder:
     ) -> None:
         """Send the request to the first backend that takes it and relay its response."""
         limits = limits if limits is not None else self._limits
+        allowance = limits.first_byte_s(request.stream)
         loop = asyncio.get_running_loop()
         budget_end = loop.time() + limits.first_byte_budget_s
         last_error: GatewayError | None = None
@@ -190,8 +204,8 @@ class Forwarder:
             if admission is Admission.REFUSED:
                 refused.append(backend)
                 continue
-            timeout_s = min(left, limits.first_byte_timeout_s)
-            if timeout_s < limits.first_byte_timeout_s:
+            timeout_s = min(left, allowance)
+            if timeout_s < allowance:
                 text = f"the request's {limits.first_byte_budget_s:g} s budget"
             else:
                 text = f"{timeout_s:g} s"

@@ -101,7 +101,7 @@ async def test_a_hanging_backend_opens_its_circuit(raw_servers):
     hung, ok = await raw_servers(hang, good)
     async with loop_gateway(
         [backend(hung, "hung"), backend(ok, "ok")],
-        upstream={"first_byte_timeout_s": 0.2},
+        upstream={"response_timeout_s": 0.2},
         breaker={"consecutive_failures": 1, "cooldown_s": 60},
         routing=ORDERED,
     ) as gw:

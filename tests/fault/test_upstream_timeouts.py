@@ -22,23 +22,23 @@ ORDERED = {"policy": "round_robin"}  # the first request tries the backends in c
 
 async def test_defaults_are_sane():
     settings = UpstreamSettings()
-    assert settings.first_byte_timeout_s <= 60
-    assert settings.first_byte_budget_s <= 180
+    assert settings.first_byte_timeout_s <= 60  # a stream's first event
+    assert settings.response_timeout_s <= settings.first_byte_budget_s <= 300  # a whole answer
     # Below the 5 s after which uvicorn-based engines close idle keep-alive connections.
     assert settings.keepalive_expiry_s < 5
 
 
 async def test_hanging_backend_gives_504_upstream_timeout(raw_servers):
     (hung,) = await raw_servers(hang)
-    upstream = {"first_byte_timeout_s": 0.2, "max_attempts": 1}
+    upstream = {"first_byte_timeout_s": 0.2, "response_timeout_s": 0.3, "max_attempts": 1}
     async with loop_gateway([backend(hung, "hung")], upstream=upstream) as gw:
-        for stream in (False, True):
+        for stream, configured in ((False, "0.3 s"), (True, "0.2 s")):
             r = await gw.chat(stream=stream)
             assert r.status_code == 504
             error = error_of(r.content)
             assert error["code"] == "upstream_timeout"
             assert error["type"] == "timeout_error"
-            assert "0.2 s" in error["message"]
+            assert configured in error["message"]
             assert r.headers["x-gateway-backend"] == "hung"
         attempts = await gw.metric_lines("gateway_upstream_attempts_total{")
     assert attempts == ['gateway_upstream_attempts_total{backend="hung",outcome="timeout"} 2.0']
@@ -47,7 +47,7 @@ async def test_hanging_backend_gives_504_upstream_timeout(raw_servers):
 
 async def test_hanging_backend_is_passed_over_for_the_next(raw_servers):
     hung, ok = await raw_servers(hang, good)
-    upstream = {"first_byte_timeout_s": 0.2}
+    upstream = {"first_byte_timeout_s": 0.2, "response_timeout_s": 0.2}
     async with loop_gateway(
         [backend(hung, "hung"), backend(ok, "ok")], upstream=upstream, routing=ORDERED
     ) as gw:
@@ -60,7 +60,7 @@ async def test_hanging_backend_is_passed_over_for_the_next(raw_servers):
 
 async def test_the_budget_caps_all_attempts_together(raw_servers):
     first, second = await raw_servers(hang, hang)
-    upstream = {"first_byte_timeout_s": 30, "first_byte_budget_s": 0.3}
+    upstream = {"response_timeout_s": 30, "first_byte_budget_s": 0.3}
     async with loop_gateway(
         [backend(first, "a"), backend(second, "b")], upstream=upstream, routing=ORDERED
     ) as gw:
@@ -115,11 +115,13 @@ async def test_timeouts_are_per_request_values(raw_servers):
     from gateway.proxy.forward import AttemptLimits
 
     (hung,) = await raw_servers(hang)
-    upstream = {"first_byte_timeout_s": 30, "max_attempts": 1}
+    upstream = {"response_timeout_s": 30, "max_attempts": 1}
     async with loop_gateway([backend(hung, "hung")], upstream=upstream) as gw:
         forwarder = gw.deps.forwarder
         original = forwarder.forward
-        limits = AttemptLimits(first_byte_timeout_s=0.1, first_byte_budget_s=1, read_timeout_s=1)
+        limits = AttemptLimits(
+            first_byte_timeout_s=1, first_byte_budget_s=1, read_timeout_s=1, response_timeout_s=0.1
+        )
 
         async def with_limits(*args, **kwargs):
             kwargs["limits"] = limits
