@@ -22,6 +22,7 @@ from gateway.errors import GatewayError
 from gateway.metrics import ServerMetrics
 from gateway.proxy.forward import ProxyOutcome
 from gateway.server.runtime import Runtime
+from gateway.settings import ServerSettings
 
 log = logging.getLogger("gateway")
 
@@ -49,6 +50,8 @@ class InferenceEndpoint:
         self._metrics = deps.metrics.route(kind)
         self._disconnects = deps.metrics.client_disconnects.labels(kind)
         self._unexpected = server.unexpected_errors.labels(kind)
+        self._limits_of: ServerSettings | None = None
+        self._limits = BodyLimits()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -60,8 +63,7 @@ class InferenceEndpoint:
         try:
             server = deps.settings.server
             body = await read_body(scope, receive, server.max_body_bytes)
-            limits = BodyLimits(server.max_json_depth, server.max_messages)
-            request = parse_request(self._kind, body, request_id, limits)
+            request = parse_request(self._kind, body, request_id, self._body_limits(server))
             stream = request.stream
             await self._forward(deps, scope, request, receive, send, outcome)
             status = outcome.status if outcome.finished else CLIENT_CLOSED
@@ -90,6 +92,13 @@ class InferenceEndpoint:
         if outcome.first_byte_at is not None:
             self._metrics.ttft.observe(outcome.first_byte_at - started)
         self._metrics.finished(status, time.perf_counter() - started)
+
+    def _body_limits(self, server: ServerSettings) -> BodyLimits:
+        """The JSON limits of `server` (rebuilt only when a reload changed the section)."""
+        if server is not self._limits_of:
+            self._limits = BodyLimits(server.max_json_depth, server.max_messages)
+            self._limits_of = server
+        return self._limits
 
     @staticmethod
     def _error_headers(request_id: bytes, outcome: ProxyOutcome) -> list[tuple[bytes, bytes]]:

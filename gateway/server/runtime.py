@@ -39,6 +39,7 @@ class Runtime:
         self._known: dict[str, Backend] = {b.id: b for b in deps.fleet.backends}
         self._drained: set[str] = set()
         self._lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
 
     @property
     def drained(self) -> frozenset[str]:
@@ -91,8 +92,14 @@ class Runtime:
         new = rebuild_deps(old, settings, serving)
         await activate(new)
         self.deps = new
-        await retire(old, new)
+        # In the background: old clients wait out requests still on them before closing.
+        task = asyncio.create_task(retire(old, new, settings.server.drain_s))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
-        """Close the current container."""
+        """Close the current container (and any still retiring)."""
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         await self.deps.close()
