@@ -136,3 +136,26 @@ def test_prefill_speed_is_learned_from_streams(
     print(f"prefill tokens/s learned {learned}, configured {configured}")
     assert changed, (learned, configured)
     assert all(learned[b] > 0 for b in changed)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [None, {}, {"include_usage": False}],
+    ids=["no-options", "empty-options", "usage-false"],
+)
+def test_gateway_learns_from_every_stream_whatever_the_client_asked(
+    engine_gateway: GatewayHandle, http: httpx.Client, run_key: str, options: dict | None
+) -> None:
+    """The gateway sees usage of streams whose client did not ask for it (and hides it)."""
+    name = "gateway_cached_tokens_reported_total"
+    before = _counter(http, engine_gateway, name)
+    system = words(f"{run_key}:cal:options:{options}", 300)
+    for i in range(3):
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": f"Q{i}"}]
+        body = chat_body(messages, stream=True)
+        if options is not None:
+            body["stream_options"] = options
+        response = http.post(engine_gateway.url + "/v1/chat/completions", json=body)
+        assert response.status_code == 200
+        assert '"usage":{' not in response.text  # the client did not ask for usage
+    assert _counter(http, engine_gateway, name) > before

@@ -121,10 +121,17 @@ def _shape(events: list[Any]) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("usage", [False, True], ids=["no-usage", "include-usage"])
+USAGE_OPTIONS: dict[str, dict[str, bool] | None] = {
+    "no-options": None,
+    "empty-options": {},  # vLLM 0.32's StreamOptions defaults include_usage to false
+    "include-usage": {"include_usage": True},
+}
+
+
+@pytest.mark.parametrize("usage", list(USAGE_OPTIONS))
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
 def test_stream_is_what_vllm_sends(
-    engine_gateway: GatewayHandle, vllm_fleet: VllmFleet, http: httpx.Client, usage: bool, path: str
+    engine_gateway: GatewayHandle, vllm_fleet: VllmFleet, http: httpx.Client, usage: str, path: str
 ) -> None:
     """Greedy decoding makes vLLM's answer repeatable: through the gateway it is the same."""
     key = f"same:{path}:{usage}"
@@ -133,8 +140,9 @@ def test_stream_is_what_vllm_sends(
     else:
         body = {"model": SERVED_MODEL, "prompt": words(key, 20), "max_tokens": 6, "stream": True}
         body["temperature"] = 0
-    if usage:
-        body["stream_options"] = {"include_usage": True}
+    options = USAGE_OPTIONS[usage]
+    if options is not None:
+        body["stream_options"] = options
     via = http.post(engine_gateway.url + path, json=body)
     backend = via.headers["x-gateway-backend"]
     url = next(s.url for s in vllm_fleet.servers if s.name == backend)
