@@ -31,7 +31,7 @@ def split_complete(buffer: bytes) -> tuple[bytes, bytes]:
 
 def ends_with_done(block: bytes) -> bool:
     """Whether the last event of `block` is `data: [DONE]` (with or without its blank line)."""
-    return block.rstrip(b"\r\n").endswith(b"[DONE]")
+    return block.endswith(DONE_EVENT) or block[-16:].rstrip(b"\r\n").endswith(b"[DONE]")
 
 
 class EventSplitter:
