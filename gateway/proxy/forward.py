@@ -151,8 +151,9 @@ class _Attempt:
     backend: Backend
     admission: Admission
     timeout_s: float
-    timeout_text: str
     read_timeout_s: float
+    # The request's budget, when it cut this attempt's allowance short (else 0).
+    budget_s: float = 0.0
 
 
 class Forwarder:
@@ -204,12 +205,12 @@ class Forwarder:
             if admission is Admission.REFUSED:
                 refused.append(backend)
                 continue
-            timeout_s = min(left, allowance)
-            if timeout_s < allowance:
-                text = f"the request's {limits.first_byte_budget_s:g} s budget"
+            if left < allowance:
+                attempt = _Attempt(
+                    backend, admission, left, limits.read_timeout_s, limits.first_byte_budget_s
+                )
             else:
-                text = f"{timeout_s:g} s"
-            attempt = _Attempt(backend, admission, timeout_s, text, limits.read_timeout_s)
+                attempt = _Attempt(backend, admission, allowance, limits.read_timeout_s)
             outcome.attempts += 1
             outcome.backend = backend
             observer.attempt_started(backend)
@@ -468,6 +469,8 @@ def _timeout_error(message: str) -> GatewayError:
 
 
 def _no_first_byte(attempt: _Attempt) -> GatewayError:
-    return _timeout_error(
-        f"Backend {attempt.backend.id} sent no first byte within {attempt.timeout_text}."
-    )
+    if attempt.budget_s:
+        within = f"the request's {attempt.budget_s:g} s budget"
+    else:
+        within = f"{attempt.timeout_s:g} s"
+    return _timeout_error(f"Backend {attempt.backend.id} sent no first byte within {within}.")
