@@ -32,6 +32,8 @@ from gateway.server.limits import (
 
 log = logging.getLogger("gateway.server")
 
+# How long a refused connection may go on sending (discarded) before it is closed.
+LINGER_S = 1.0
 # Bytes of the request line besides the target ("POST " ... " HTTP/1.1\r\n"), about.
 _LINE_OVERHEAD = 32
 
@@ -74,6 +76,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._limits: ClientLimits = limits if isinstance(limits, ClientLimits) else ClientLimits()
         self._on_refused: Callable[[str], None] | None = getattr(self.app, "count_refusal", None)
         self._deadline: asyncio.TimerHandle | None = None
+        self._phase: str | None = None
+        self._phase_s = 0.0
+        self._phase_ends = 0.0
         self._in_head = False
         self._head_started_now = False
         self._head_raw = 0
@@ -92,7 +97,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Drop the deadlines with the connection."""
-        self._disarm()
+        self._drop_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -165,24 +170,43 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def _arm(self, seconds: float, what: str) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._expired, what, seconds)
+        """Set the current phase's deadline; one timer per connection serves every phase.
+
+        The timer is armed only when none is pending, and re-armed when it fires early for a
+        later phase, so a busy keep-alive connection costs no timer calls per request.
+        """
+        self._phase = what
+        self._phase_s = seconds
+        self._phase_ends = self.loop.time() + seconds
+        if self._deadline is None:
+            self._deadline = self.loop.call_at(self._phase_ends, self._check_deadline)
 
     def _disarm(self) -> None:
+        """No phase runs: the pending timer, if any, finds nothing to do."""
+        self._phase = None
+
+    def _drop_timer(self) -> None:
+        self._phase = None
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
 
-    def _expired(self, what: str, seconds: float) -> None:
+    def _check_deadline(self) -> None:
         self._deadline = None
+        what = self._phase
+        if what is None or self._closed_by_us:
+            return
+        if self.loop.time() < self._phase_ends:
+            self._deadline = self.loop.call_at(self._phase_ends, self._check_deadline)
+            return
         log.info("closing a connection from %s: request %s too slow", self.client, what)
         # A body still trickling in after its request was answered is closed without a word.
         answered = what == "body" and self.cycle is not None and self.cycle.response_started
-        self._refuse(request_timeout(what, seconds), answer=not answered)
+        self._refuse(request_timeout(what, self._phase_s), answer=not answered)
 
     def _refuse(self, error: GatewayError, *, answer: bool = True) -> None:
         """Answer `error` (unless a response is under way) and close the connection."""
-        self._disarm()
+        self._drop_timer()
         self._unset_keepalive_if_required()
         self._closed_by_us = True
         if self._on_refused is not None:
@@ -196,4 +220,21 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             if answer and not started:
                 self.transport.write(error_response(error))
-            self.transport.close()
+            self._linger()
+
+    def _linger(self) -> None:
+        """Close once the client could read the answer.
+
+        Closing with its input unread would make the kernel reset the connection, and a reset
+        can destroy the answer before the client reads it; so the write side shuts first, what
+        still arrives is discarded, and the connection closes after `LINGER_S` at most.
+        """
+        transport = self.transport
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self.connections.discard(self)  # no longer served: it does not count against the cap
+        if self.flow is not None:
+            self.flow.resume_reading()
+        self.loop.call_later(LINGER_S, transport.close)
