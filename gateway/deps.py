@@ -9,9 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.fleet.breaker import CircuitBreaker
-from gateway.fleet.calibration import PooledRatios
 from gateway.fleet.poller import FleetPoller
-from gateway.fleet.registry import Backend, Fleet, calibration_defaults
+from gateway.fleet.registry import Backend, Fleet
 from gateway.metrics import CalibrationCollector, GatewayMetrics
 from gateway.placement import Placer
 from gateway.prefix.index import PrefixIndex
@@ -230,19 +229,21 @@ def _assemble(
 
 
 def reuse_backends(settings: GatewaySettings, known: Mapping[str, Backend]) -> list[Backend]:
-    """The configured backends, reusing the object (calibration, state) of each unchanged id."""
-    learning = settings.calibration
-    bytes_per_token = settings.hashing.bytes_per_token
-    pooled = PooledRatios(bytes_per_token, window=learning.window, min_samples=learning.min_samples)
-    backends = []
-    for item in settings.backends:
-        same = known.get(item.id)
-        if same is not None and same.settings == item:
-            backends.append(same)
-        else:
-            defaults = calibration_defaults(item, learning, bytes_per_token)
-            backends.append(Backend.from_settings(item, defaults, pooled))
-    return backends
+    """The configured backends, reusing the object (calibration, state) of each unchanged id.
+
+    New or changed ones are built as the fleet builds them (their tokenizer ratios pooled
+    among themselves).
+    """
+    fresh_settings = [
+        item
+        for item in settings.backends
+        if (same := known.get(item.id)) is None or same.settings != item
+    ]
+    fresh = Fleet.from_settings(
+        fresh_settings, settings.calibration, settings.hashing.bytes_per_token
+    ).backends
+    built = {backend.id: backend for backend in fresh}
+    return [built.get(item.id) or known[item.id] for item in settings.backends]
 
 
 def rebuild_deps(old: Deps, settings: GatewaySettings, backends: Sequence[Backend]) -> Deps:
