@@ -43,3 +43,19 @@ def test_several_workers_need_the_redis_index(tmp_path: Path, capsys) -> None:
 )
 def test_every_shipped_config_is_valid(path: str, capsys) -> None:
     assert main(["check-config", path]) == 0
+
+
+def test_serve_runs_the_hardened_protocol_with_the_configured_idle_timeout() -> None:
+    from gateway.server.run import uvicorn_options
+    from gateway.settings import ServerSettings
+
+    options = uvicorn_options(ServerSettings(keepalive_timeout_s=7.5))
+    assert options["http"] == "gateway.server.protocol:GatewayHttpProtocol"
+    assert options["timeout_keep_alive"] == 7.5
+    import uvicorn
+
+    from gateway.server.protocol import GatewayHttpProtocol
+
+    config = uvicorn.Config(lambda *_: None, **options)
+    config.load()
+    assert config.http_protocol_class is GatewayHttpProtocol

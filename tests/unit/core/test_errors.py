@@ -122,3 +122,20 @@ def test_bad_request_is_a_400_naming_the_field() -> None:
 def test_message_with_quotes_and_unicode_stays_valid_json() -> None:
     message = 'the "model" \u00e9\u4e2d\n is missing'
     assert orjson.loads(GatewayError(400, message).body())["error"]["message"] == message
+
+
+def test_the_http_server_writes_its_own_errors_in_openai_shape() -> None:
+    from gateway.server.limits import header_too_large, over_capacity
+    from gateway.server.protocol import error_response
+
+    raw = error_response(header_too_large(8192))
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert b"\r\nconnection: close" in head
+    assert b"\r\ncontent-length: %d" % len(body) in head
+    error = orjson.loads(body)["error"]
+    assert error["code"] == "request_header_fields_too_large"
+    assert set(error) == {"message", "type", "param", "code"}
+    busy = error_response(over_capacity("connections"))
+    assert busy.startswith(b"HTTP/1.1 503 ")
+    assert b"\r\nretry-after: 1\r\n" in busy
