@@ -87,16 +87,18 @@ class CalibrationCollector(Collector):
             calibration = backend.calibration
             defaults = calibration.defaults
             for model in backend.settings.models:
-                learned = calibration.model(model)
                 labels = [backend.id, model]
+                lone_itl = calibration.itl_s(model, 1.0)
                 ratio.add_metric([*labels, "configured"], defaults.bytes_per_token)
-                ratio.add_metric([*labels, "learned"], learned.bytes_per_token.value)
+                ratio.add_metric([*labels, "learned"], calibration.bytes_per_token(model))
                 speed.add_metric([*labels, "configured"], defaults.prefill_tokens_per_s)
-                speed.add_metric([*labels, "learned"], learned.prefill_speed.value)
+                speed.add_metric([*labels, "learned"], calibration.prefill_tokens_per_s(model))
                 itl.add_metric([*labels, "configured"], defaults.itl_s)
-                itl.add_metric([*labels, "learned"], learned.decode.base)
+                itl.add_metric([*labels, "learned"], lone_itl)
                 slope.add_metric([*labels, "configured"], defaults.itl_batch_slope)
-                slope.add_metric([*labels, "learned"], learned.decode.slope / learned.decode.base)
+                slope.add_metric(
+                    [*labels, "learned"], calibration.itl_s(model, 2.0) / lone_itl - 1.0
+                )
             kv.add_metric([backend.id, "configured"], defaults.kv_cache_tokens)
             if calibration.engine_kv_tokens is not None:
                 kv.add_metric([backend.id, "engine"], calibration.engine_kv_tokens)

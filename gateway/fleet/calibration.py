@@ -18,6 +18,8 @@ DEFAULT_MIN_SAMPLES = 8
 # How far apart samples must lie along x before a slope is learned from them.
 PREFILL_MIN_SPREAD_TOKENS = 128.0
 DECODE_MIN_SPREAD_BATCH = 1.0
+# Pooled estimates see every backend's traffic: they keep proportionally more of it.
+POOLED_WINDOW_FACTOR = 4
 
 
 def weighted_median(values: list[float], weights: list[float]) -> float:
@@ -246,7 +248,7 @@ class CalibrationDefaults:
 class ModelCalibration:
     """What one backend's engine has shown about one model it serves."""
 
-    __slots__ = ("bytes_per_token", "decode", "output_tokens", "prefill_speed")
+    __slots__ = ("bytes_per_token", "prefill_speed")
 
     def __init__(self, defaults: CalibrationDefaults) -> None:
         window, least = defaults.window, defaults.min_samples
@@ -256,63 +258,85 @@ class ModelCalibration:
         self.prefill_speed = PrefillFit(
             defaults.prefill_tokens_per_s, window=window, min_samples=least
         )
-        self.output_tokens = RobustEstimate(
-            defaults.output_tokens, window=window, min_samples=least
+
+
+class PooledModel:
+    """What every backend serving one model has shown, relative to each one's configuration.
+
+    - bytes per token: the same model has the same tokenizer wherever it runs;
+    - prefill speed as a multiple of the configured one: how far off the configuration is,
+      for backends that have not shown their own speed yet;
+    - inter-token latency as a multiple of the configured one, against the running batch:
+      each request's decode also carries whatever prefill shared its steps, which makes one
+      backend's own samples too noisy to rank backends by, while the fleet's together give
+      a steady line; backends then differ by their configured speed and their batch;
+    - output tokens: how long this model's answers run.
+    """
+
+    __slots__ = ("bytes_per_token", "decode", "output_tokens", "prefill_scale")
+
+    def __init__(self, defaults: CalibrationDefaults) -> None:
+        window, least = defaults.window, defaults.min_samples
+        self.bytes_per_token = RobustEstimate(
+            defaults.bytes_per_token, window=window, min_samples=least
         )
+        self.prefill_scale = RobustEstimate(1.0, window=window, min_samples=least)
         self.decode = BatchLatencyFit(
-            defaults.itl_s,
-            defaults.itl_s * defaults.itl_batch_slope,
-            window=window,
+            1.0,
+            defaults.itl_batch_slope,
+            window=window * POOLED_WINDOW_FACTOR,
             min_samples=least,
             min_spread=DECODE_MIN_SPREAD_BATCH,
         )
+        self.output_tokens = RobustEstimate(
+            defaults.output_tokens, window=window * POOLED_WINDOW_FACTOR, min_samples=least
+        )
 
 
-class PooledRatios:
-    """Bytes per token of each model, pooled over every backend that serves it.
+class FleetPool:
+    """The pooled calibration of every model the fleet serves (one per fleet, passed in)."""
 
-    The same model has the same tokenizer wherever it runs, so a backend that has not
-    answered enough yet starts from what the others have shown, not from the configuration.
-    """
+    __slots__ = ("_by_model", "defaults")
 
-    __slots__ = ("_by_model", "_configured", "_min_samples", "_window")
+    def __init__(self, defaults: CalibrationDefaults) -> None:
+        self.defaults = defaults
+        self._by_model: dict[str, PooledModel] = {}
 
-    def __init__(
-        self,
-        configured: float,
-        *,
-        window: int = DEFAULT_WINDOW,
-        min_samples: int = DEFAULT_MIN_SAMPLES,
-    ) -> None:
-        self._configured = configured
-        self._window = window
-        self._min_samples = min_samples
-        self._by_model: dict[str, RobustEstimate] = {}
-
-    def ratio(self, model: str) -> RobustEstimate:
-        """The pooled estimate for one model."""
+    def model(self, model: str) -> PooledModel:
+        """The pooled calibration of one model."""
         found = self._by_model.get(model)
         if found is None:
-            found = RobustEstimate(
-                self._configured, window=self._window, min_samples=self._min_samples
-            )
-            self._by_model[model] = found
+            found = self._by_model[model] = PooledModel(self.defaults)
         return found
 
 
 class BackendCalibration:
     """Per model: tokenizer ratio, prefill speed, decode latency; per backend: KV capacity.
 
-    With `pooled` ratios (backends without a tokenizer ratio of their own in the config),
-    a model's bytes per token comes from the backend's own reports once it has enough of
-    them, and from the whole fleet's before that.
+    A backend's own reports decide its bytes per token and prefill speed once it has enough
+    of them; before that the `pool` (what the whole fleet has shown) stands in. A backend
+    configured with a tokenizer ratio of its own (`pool_ratio` False) keeps it until then.
     """
 
-    __slots__ = ("_models", "_pooled", "defaults", "engine_block_tokens", "engine_kv_tokens")
+    __slots__ = (
+        "_models",
+        "_pool",
+        "_pool_ratio",
+        "defaults",
+        "engine_block_tokens",
+        "engine_kv_tokens",
+    )
 
-    def __init__(self, defaults: CalibrationDefaults, pooled: PooledRatios | None = None) -> None:
+    def __init__(
+        self,
+        defaults: CalibrationDefaults,
+        pool: FleetPool | None = None,
+        *,
+        pool_ratio: bool = True,
+    ) -> None:
         self.defaults = defaults
-        self._pooled = pooled
+        self._pool = pool if pool is not None else FleetPool(defaults)
+        self._pool_ratio = pool_ratio
         self._models: dict[str, ModelCalibration] = {}
         self.engine_kv_tokens: int | None = None
         self.engine_block_tokens: int | None = None
@@ -324,25 +348,33 @@ class BackendCalibration:
             found = self._models[model] = ModelCalibration(self.defaults)
         return found
 
-    def models(self) -> dict[str, ModelCalibration]:
-        """Every model seen so far."""
-        return dict(self._models)
+    def pooled(self, model: str) -> PooledModel:
+        """What the whole fleet has shown about one model."""
+        return self._pool.model(model)
 
     def bytes_per_token(self, model: str) -> float:
         """Rendered prompt bytes per engine token."""
         found = self._models.get(model)
         if found is not None and found.bytes_per_token.learned:
             return found.bytes_per_token.value
-        if self._pooled is not None:
-            return self._pooled.ratio(model).value
+        if self._pool_ratio:
+            return self._pool.model(model).bytes_per_token.value
         return self.defaults.bytes_per_token
 
     def prefill_tokens_per_s(self, model: str) -> float:
         """Uncached prompt tokens prefilled per second."""
         found = self._models.get(model)
-        if found is None:
-            return self.defaults.prefill_tokens_per_s
-        return found.prefill_speed.value
+        if found is not None and found.prefill_speed.learned:
+            return found.prefill_speed.value
+        return self.defaults.prefill_tokens_per_s * self._pool.model(model).prefill_scale.value
+
+    def itl_s(self, model: str, batch: float) -> float:
+        """Seconds per output token with `batch` requests running."""
+        return self.defaults.itl_s * self._pool.model(model).decode.itl_s(batch)
+
+    def output_tokens(self, model: str) -> RobustEstimate:
+        """How long this model's answers run."""
+        return self._pool.model(model).output_tokens
 
     @property
     def kv_cache_tokens(self) -> int:
@@ -354,22 +386,27 @@ class BackendCalibration:
         if self.defaults.learn and prompt_tokens > 0 and rendered_bytes > 0:
             ratio = rendered_bytes / prompt_tokens
             self.model(model).bytes_per_token.add(ratio, prompt_tokens)
-            if self._pooled is not None:
-                self._pooled.ratio(model).add(ratio, prompt_tokens)
+            if self._pool_ratio:
+                self._pool.model(model).bytes_per_token.add(ratio, prompt_tokens)
 
     def observe_prefill(self, model: str, uncached_tokens: float, seconds: float) -> None:
         """A request that did not queue prefilled `uncached_tokens` in `seconds`."""
         if self.defaults.learn and seconds > 0 and uncached_tokens > 0:
-            self.model(model).prefill_speed.add(uncached_tokens, seconds)
+            speed = self.model(model).prefill_speed
+            speed.add(uncached_tokens, seconds)
+            if speed.learned:
+                scale = speed.value / self.defaults.prefill_tokens_per_s
+                self._pool.model(model).prefill_scale.add(scale)
 
     def observe_decode(self, model: str, tokens: int, seconds: float, batch: float) -> None:
         """`tokens` output tokens streamed in `seconds` while about `batch` requests ran."""
         if not self.defaults.learn or tokens < 1:
             return
-        calibration = self.model(model)
-        calibration.output_tokens.add(float(tokens))
+        pooled = self._pool.model(model)
+        pooled.output_tokens.add(float(tokens))
         if tokens >= 2 and seconds > 0:
-            calibration.decode.observe(batch, seconds / (tokens - 1), tokens - 1)
+            relative = seconds / (tokens - 1) / self.defaults.itl_s
+            pooled.decode.observe(batch, relative, tokens - 1)
 
     def learn_engine_cache(self, kv_tokens: int | None, block_tokens: int | None) -> bool:
         """The engine described its KV cache; True when the capacity changed."""

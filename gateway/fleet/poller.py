@@ -162,8 +162,14 @@ class FleetPoller:
         if sample is None:
             backend.state.engine = None
             return
-        backend.state.engine = EngineLoad(
-            sample.running, sample.waiting, sample.kv_usage, time.monotonic()
+        state = backend.state
+        state.engine = EngineLoad(
+            sample.running,
+            sample.waiting,
+            sample.kv_usage,
+            time.monotonic(),
+            own_in_flight=state.in_flight,
+            own_prefilling=len(state.prefill),
         )
         if backend.id not in self._cache_known:
             self._learn_cache(backend, backend.adapter.parse_cache(text))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.fleet.adapters.base import EngineAdapter
 from gateway.fleet.adapters.engines import adapter_for
 from gateway.fleet.breaker import CircuitBreaker
-from gateway.fleet.calibration import BackendCalibration, CalibrationDefaults, PooledRatios
+from gateway.fleet.calibration import BackendCalibration, CalibrationDefaults, FleetPool
 from gateway.fleet.prefill_queue import PrefillQueue
 from gateway.settings import BackendSettings, CalibrationSettings
 
@@ -63,12 +64,28 @@ class BackendState:
 
 @dataclass(frozen=True, slots=True)
 class EngineLoad:
-    """The engine's own load gauges, as last scraped from its metrics endpoint."""
+    """The engine's own load gauges, as last scraped from its metrics endpoint.
+
+    Beside them, what this gateway itself had there at that moment: the gauges' excess over
+    it is what other replicas and workers sent, which this process cannot see otherwise.
+    """
 
     running: float
     waiting: float
     kv_usage: float | None
     sampled_at: float
+    own_in_flight: int = 0
+    own_prefilling: int = 0
+
+    @property
+    def foreign_waiting(self) -> float:
+        """Requests waiting there that others sent."""
+        return max(0.0, self.waiting - self.own_prefilling)
+
+    @property
+    def foreign_requests(self) -> float:
+        """Requests running or waiting there that others sent."""
+        return max(0.0, self.running + self.waiting - self.own_in_flight)
 
 
 @dataclass
@@ -88,17 +105,21 @@ class Backend:
         cls,
         settings: BackendSettings,
         defaults: CalibrationDefaults | None = None,
-        pooled: PooledRatios | None = None,
+        pool: FleetPool | None = None,
     ) -> Backend:
         """Build a backend with URLs and headers computed once."""
         adapter = adapter_for(settings.engine)
         key = settings.api_key.get_secret_value() if settings.api_key else None
         # A backend configured with a tokenizer ratio of its own does not pool it with others.
-        shared = pooled if settings.bytes_per_token is None else None
+        calibration = BackendCalibration(
+            defaults or calibration_defaults(settings),
+            pool,
+            pool_ratio=settings.bytes_per_token is None,
+        )
         return cls(
             settings=settings,
             adapter=adapter,
-            calibration=BackendCalibration(defaults or calibration_defaults(settings), shared),
+            calibration=calibration,
             chat_url=settings.base_url + "/v1/chat/completions",
             completions_url=settings.base_url + "/v1/completions",
             auth_headers=adapter.auth_headers(key),
@@ -138,15 +159,16 @@ class Fleet:
         bytes_per_token: float = DEFAULT_BYTES_PER_TOKEN,
     ) -> Fleet:
         """Build the fleet from the configured backends (tokenizer ratios pooled per model)."""
-        learning = calibration if calibration is not None else CalibrationSettings()
-        pooled = PooledRatios(
-            bytes_per_token, window=learning.window, min_samples=learning.min_samples
+        defaults = [calibration_defaults(item, calibration, bytes_per_token) for item in settings]
+        # The pool starts from the fleet-wide ratio (a backend's own override stays its own).
+        pool = (
+            FleetPool(dataclasses.replace(defaults[0], bytes_per_token=bytes_per_token))
+            if defaults
+            else None
         )
         return cls(
-            Backend.from_settings(
-                item, calibration_defaults(item, learning, bytes_per_token), pooled
-            )
-            for item in settings
+            Backend.from_settings(item, item_defaults, pool)
+            for item, item_defaults in zip(settings, defaults, strict=True)
         )
 
     def serving(self, model: str) -> list[Backend]:

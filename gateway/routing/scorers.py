@@ -31,23 +31,20 @@ def queue_wait_s(request: RouteRequest, backend: Backend) -> float:
     """Seconds of prefill ahead of a request sent now.
 
     The gateway's own books know the work it sent; the engine's `waiting` gauge also counts
-    what other replicas and workers sent, so waiting requests beyond the gateway's own count
-    are charged at the typical prefill this backend has seen.
+    what other replicas and workers sent, so waiting requests beyond what the gateway had
+    there when the gauge was read are charged at the typical prefill this backend has seen.
     """
     state = backend.state
     own = state.prefill.wait_s(request.now)
     engine = state.engine
     if engine is None:
         return own
-    foreign = engine.waiting - len(state.prefill)
-    if foreign <= 0:
-        return own
-    return own + foreign * state.prefill.typical_s
+    return own + engine.foreign_waiting * state.prefill.typical_s
 
 
 def expected_output_tokens(request: RouteRequest, backend: Backend) -> float:
     """Output tokens to expect: what this model's answers ran to, capped by `max_tokens`."""
-    learned = backend.calibration.model(request.model).output_tokens
+    learned = backend.calibration.output_tokens(request.model)
     cap = request.output_tokens
     if cap is None:
         return learned.value
@@ -63,16 +60,16 @@ def decode_s(request: RouteRequest, backend: Backend, output_tokens: float) -> f
     `running` count when other replicas send there too).
     """
     state = backend.state
-    fit = backend.calibration.model(request.model).decode
+    calibration = backend.calibration
     others = float(state.in_flight)
-    ahead = state.decode_tokens_owed(request.now, fit.itl_s(max(1.0, others)))
+    ahead = state.decode_tokens_owed(request.now, calibration.itl_s(request.model, others))
     engine = state.engine
-    if engine is not None and engine.running + engine.waiting > others:
-        seen = engine.running + engine.waiting
+    if engine is not None and engine.foreign_requests > 0:
+        seen = others + engine.foreign_requests
         ahead = ahead * seen / others if others else seen * output_tokens
         others = seen
     overlap = min(others, ahead / max(output_tokens, 1.0))
-    return output_tokens * fit.itl_s(1.0 + overlap)
+    return output_tokens * calibration.itl_s(request.model, 1.0 + overlap)
 
 
 def estimated_ttft_s(request: RouteRequest, backend: Backend) -> float:

@@ -188,10 +188,9 @@ def test_bytes_per_token_is_learned_from_streams_that_did_not_ask_for_usage(sim_
         raw, _, _ = stream_raw(gw.url, chat(f"Question {i}: what is entropy?", stream=True))
         assert b'"usage":{' not in raw
     model = eventually(
-        lambda: backend.calibration.models().get(MODEL),
-        lambda m: m is not None and m.bytes_per_token.learned,
+        lambda: backend.calibration.model(MODEL),
+        lambda m: m.bytes_per_token.learned,
     )
-    assert model is not None
     assert model.bytes_per_token.learned
     assert model.bytes_per_token.value != CONFIGURED_BYTES_PER_TOKEN
 

@@ -10,6 +10,7 @@ from gateway.fleet.calibration import (
     BackendCalibration,
     BatchLatencyFit,
     CalibrationDefaults,
+    FleetPool,
     PrefillFit,
     RobustEstimate,
     RobustLine,
@@ -262,10 +263,9 @@ def test_backend_calibration_starts_at_the_configured_values() -> None:
     assert calibration.bytes_per_token("a") == 4.0
     assert calibration.prefill_tokens_per_s("a") == 10_000.0
     assert calibration.kv_cache_tokens == 100_000
-    assert calibration.models() == {}  # reading does not create a model
-    decode = calibration.model("a").decode
-    assert decode.base == 0.02
-    assert decode.slope == pytest.approx(0.02 * 0.01)
+    assert calibration.itl_s("a", 1.0) == 0.02
+    assert calibration.itl_s("a", 11.0) == pytest.approx(0.02 * (1 + 0.01 * 10))
+    assert calibration.output_tokens("a").value == 256.0
 
 
 def test_backend_calibration_learns_per_model() -> None:
@@ -277,7 +277,6 @@ def test_backend_calibration_learns_per_model() -> None:
     assert calibration.prefill_tokens_per_s("a") == pytest.approx(20_000.0)
     assert calibration.bytes_per_token("b") == 4.0
     assert calibration.prefill_tokens_per_s("b") == 10_000.0
-    assert set(calibration.models()) == {"a"}
 
 
 def test_backend_calibration_observations_ignore_zero_and_negative() -> None:
@@ -292,32 +291,32 @@ def test_backend_calibration_observations_ignore_zero_and_negative() -> None:
     calibration.observe_decode("a", -5, 1.0, 1)
     assert calibration.bytes_per_token("a") == 4.0
     assert calibration.prefill_tokens_per_s("a") == 10_000.0
-    model = calibration.models().get("a")
-    if model is not None:
-        assert model.bytes_per_token.samples == 0
-        assert model.prefill_speed.samples == 0
-        assert model.output_tokens.samples == 0
-        assert not model.decode.learned
+    model = calibration.model("a")
+    assert model.bytes_per_token.samples == 0
+    assert model.prefill_speed.ratio.samples == 0
+    pooled = calibration.pooled("a")
+    assert pooled.output_tokens.samples == 0
+    assert not pooled.decode.learned
 
 
 def test_backend_calibration_learns_decode_latency_and_output_length() -> None:
     calibration = BackendCalibration(defaults())
     calibration.observe_decode("a", 11, 0.5, 1)  # 10 gaps in 0.5 s
     calibration.observe_decode("a", 21, 1.0, 1)
-    model = calibration.model("a")
-    assert model.decode.learned
-    assert model.decode.base == pytest.approx(0.05)
-    assert model.decode.slope == model.decode.configured_slope  # one batch size: no slope
-    assert model.output_tokens.value == 11.0  # the lower of the two on a tie
+    pooled = calibration.pooled("a")
+    assert pooled.decode.learned
+    assert calibration.itl_s("a", 1.0) == pytest.approx(0.05)
+    # One batch size shows no slope: the configured one (1% per extra request) stays.
+    assert calibration.itl_s("a", 2.0) == pytest.approx(0.05 + 0.02 * 0.01)
+    assert calibration.output_tokens("a").value == 11.0  # the lower of the two on a tie
 
 
 def test_backend_calibration_one_output_token_counts_length_but_not_latency() -> None:
     calibration = BackendCalibration(defaults(min_samples=1))
     calibration.observe_decode("a", 1, 0.5, 1)
-    model = calibration.model("a")
-    assert model.output_tokens.value == 1.0
-    assert not model.decode.learned
-    assert model.decode.base == 0.02
+    assert calibration.output_tokens("a").value == 1.0
+    assert not calibration.pooled("a").decode.learned
+    assert calibration.itl_s("a", 1.0) == 0.02
 
 
 def test_backend_calibration_with_learning_disabled_keeps_the_configured_values() -> None:
@@ -328,9 +327,31 @@ def test_backend_calibration_with_learning_disabled_keeps_the_configured_values(
         calibration.observe_decode("a", 11, 0.5, 1)
     assert calibration.bytes_per_token("a") == 4.0
     assert calibration.prefill_tokens_per_s("a") == 10_000.0
-    model = calibration.model("a")
-    assert model.decode.base == 0.02
-    assert model.output_tokens.value == 256.0
+    assert calibration.itl_s("a", 1.0) == 0.02
+    assert calibration.output_tokens("a").value == 256.0
+
+
+def test_a_pooled_decode_line_ranks_backends_by_configured_speed_and_batch() -> None:
+    pool = FleetPool(defaults(min_samples=4))
+    fast = BackendCalibration(defaults(itl_s=0.01), pool)
+    slow = BackendCalibration(defaults(itl_s=0.02), pool)
+    # Both decode at twice their configured latency alone, plus 10% per extra request.
+    for batch in (1, 3, 5, 7):
+        fast.observe_decode("a", 101, 100 * 0.02 * (1 + 0.1 * (batch - 1)), batch)
+        slow.observe_decode("a", 101, 100 * 0.04 * (1 + 0.1 * (batch - 1)), batch)
+    assert fast.itl_s("a", 1.0) == pytest.approx(0.02)
+    assert slow.itl_s("a", 1.0) == pytest.approx(0.04)
+    assert slow.itl_s("a", 11.0) == pytest.approx(0.04 * 2.0)
+
+
+def test_a_backend_still_learning_its_speed_is_judged_by_how_far_off_the_config_is() -> None:
+    pool = FleetPool(defaults(min_samples=2))
+    seen = BackendCalibration(defaults(prefill_tokens_per_s=10_000.0), pool)
+    unseen = BackendCalibration(defaults(prefill_tokens_per_s=20_000.0), pool)
+    for _ in range(4):
+        seen.observe_prefill("a", 3000, 0.1)  # 30k tokens/s: three times the configuration
+    assert seen.prefill_tokens_per_s("a") == pytest.approx(30_000.0)
+    assert unseen.prefill_tokens_per_s("a") == pytest.approx(60_000.0)
 
 
 def test_learn_engine_cache_reports_only_a_change() -> None:

@@ -23,8 +23,10 @@ from tests.unit.core.factories import MODEL, make_backend, route
 SCORERS = [AffinityScorer(), LoadScorer(), CostScorer()]
 
 
-def engine(running: float, waiting: float) -> EngineLoad:
-    return EngineLoad(running=running, waiting=waiting, kv_usage=None, sampled_at=0.0)
+def engine(
+    running: float, waiting: float, own_in_flight: int = 0, own_prefilling: int = 0
+) -> EngineLoad:
+    return EngineLoad(running, waiting, None, 0.0, own_in_flight, own_prefilling)
 
 
 # --- load helpers ------------------------------------------------------------------------------
@@ -140,6 +142,16 @@ def test_engine_waiting_beyond_the_gateways_own_queue_counts_in_the_cost() -> No
     assert queue_wait_s(route(), busy) > 0.0
 
 
+def test_a_gauge_read_while_our_own_requests_waited_is_not_someone_elses_queue() -> None:
+    # Scraped while three of ours waited there; they have been served since. The stale
+    # gauge must not be charged as a queue of other replicas'.
+    b = make_backend("a", prefill_tokens_per_s=1000.0)
+    b.state.prefill.push(1.0, now=0.0)
+    b.state.prefill.done(0, now=0.0)
+    b.state.engine = engine(running=0, waiting=3, own_in_flight=3, own_prefilling=3)
+    assert queue_wait_s(route(), b) == 0.0
+
+
 def test_decode_is_slowed_by_the_batch_that_will_overlap_it() -> None:
     b = make_backend("a", decode_s_per_token=0.02, decode_batch_slope=0.5)
     request = route(output_tokens=100)
@@ -155,7 +167,8 @@ def test_the_engines_running_count_scales_the_decode_books() -> None:
     b = make_backend("a", decode_s_per_token=0.02, decode_batch_slope=0.5)
     b.state.in_flight = 2
     b.state.decode_tokens_ahead = 200.0
-    b.state.engine = engine(running=4, waiting=0)  # twice what this replica sent
+    # Four running when this replica had two there: two more came from elsewhere.
+    b.state.engine = engine(running=4, waiting=0, own_in_flight=2)
     assert decode_s(route(), b, 100) == pytest.approx(100 * 0.02 * (1 + 0.5 * 4))
 
 
