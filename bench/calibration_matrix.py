@@ -183,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         print(f"!! this simulator has no {', '.join(missing)}: parts run without them")
     interrupted = False
+    redis_url: str | None = None
     with contextlib.ExitStack() as stack:
         for name, flags in todo:
             if interrupted or time.monotonic() - started > args.max_minutes * 60:
@@ -190,8 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             try:
                 if "--index" in flags:
-                    url = stack.enter_context(private_redis(args.redis_url, out_dir))
-                    flags = [*flags, "--redis-url", url]
+                    if redis_url is None:  # one Redis for every part that needs it
+                        redis_url = stack.enter_context(private_redis(args.redis_url, out_dir))
+                    flags = [*flags, "--redis-url", redis_url]
                 results[name] = run_part(name, flags, out_dir, args.lock)
             except KeyboardInterrupt:
                 print(f"\ninterrupted during {name}: its child stopped", file=sys.stderr)
