@@ -89,6 +89,22 @@ def capture(base: str, model: str, out: Path, max_model_len: int) -> None:
     (out / "chat_stream_no_usage.sse").write_bytes(
         call(base, "POST", "/v1/chat/completions", stream)[1]
     )
+    empty_options = {**stream, "stream_options": {}}  # include_usage defaults to false
+    (out / "chat_stream_empty_options.sse").write_bytes(
+        call(base, "POST", "/v1/chat/completions", empty_options)[1]
+    )
+    over = {**chat, "messages": messages, "max_tokens": max_model_len - 100}
+    status, raw = call(base, "POST", "/v1/chat/completions", over)
+    answer = json.loads(raw)
+    summary = {
+        "request": "prompt + max_tokens over max_model_len, each alone within it",
+        "status": status,
+        "finish_reason": answer["choices"][0]["finish_reason"],
+        "usage": answer["usage"],
+    }
+    (out / "prompt_plus_max_tokens_over_window.json").write_text(
+        json.dumps(summary, indent=2) + "\n"
+    )
     completion = {"model": model, "prompt": system, "max_tokens": 8, "temperature": 0}
     status, raw = call(base, "POST", "/v1/completions", completion)
     (out / "completion_nonstream.json").write_text(status_body(status, raw))
