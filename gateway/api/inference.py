@@ -63,7 +63,8 @@ class InferenceEndpoint:
         try:
             server = deps.settings.server
             body = await read_body(scope, receive, server.max_body_bytes)
-            request = parse_request(self._kind, body, request_id, self._body_limits(server))
+            limits = self._limits if server is self._limits_of else self._body_limits(server)
+            request = parse_request(self._kind, body, request_id, limits)
             stream = request.stream
             await self._forward(deps, scope, request, receive, send, outcome)
             status = outcome.status if outcome.finished else CLIENT_CLOSED
@@ -73,12 +74,10 @@ class InferenceEndpoint:
         except ClientGone:
             status = CLIENT_CLOSED
         except asyncio.CancelledError:
-            if not ticket.aborted:
+            if not self._lifecycle.was_aborted(ticket):
                 raise
             # A drain outlived this request: end it in-band (a stream) or with a 503.
-            task = asyncio.current_task()
-            assert task is not None
-            task.uncancel()
+            ticket.uncancel()
             status = await self._end(send, shutting_down(), request_id, outcome, stream)
         except Exception:  # the boundary: a surprise still gets an OpenAI-shaped answer
             log.exception("unexpected error on request %s", request_id.decode())
@@ -94,10 +93,9 @@ class InferenceEndpoint:
         self._metrics.finished(status, time.perf_counter() - started)
 
     def _body_limits(self, server: ServerSettings) -> BodyLimits:
-        """The JSON limits of `server` (rebuilt only when a reload changed the section)."""
-        if server is not self._limits_of:
-            self._limits = BodyLimits(server.max_json_depth, server.max_messages)
-            self._limits_of = server
+        """The JSON limits of `server` (built again only when a reload changed the section)."""
+        self._limits = BodyLimits(server.max_json_depth, server.max_messages)
+        self._limits_of = server
         return self._limits
 
     @staticmethod

@@ -5,41 +5,45 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-
-@dataclass(eq=False, slots=True)
-class Ticket:
-    """One inference request in flight; `aborted` once a drain ends it."""
-
-    task: asyncio.Task[None] | None
-    aborted: bool = False
+Task = asyncio.Task[None]
 
 
 @dataclass
 class Lifecycle:
-    """Shared by the app and the server: draining flag, requests in flight, an idle event."""
+    """Shared by the app and the server: the draining flag and the requests in flight.
+
+    Entering and leaving cost a set operation each; the idle event exists only while a drain
+    waits for it.
+    """
 
     draining: bool = False
-    in_flight: set[Ticket] = field(default_factory=set)
-    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    in_flight: set[Task] = field(default_factory=set)
+    aborted: set[Task] = field(default_factory=set)
+    _idle: asyncio.Event | None = None
 
-    def __post_init__(self) -> None:
-        self._idle.set()
+    def enter(self) -> Task:
+        """Count the current task's request as in flight; returns its ticket (the task)."""
+        task: Task = asyncio.current_task()  # type: ignore[assignment]
+        self.in_flight.add(task)
+        return task
 
-    def enter(self) -> Ticket:
-        """Count the current task's request as in flight."""
-        ticket = Ticket(asyncio.current_task())
-        self.in_flight.add(ticket)
-        self._idle.clear()
-        return ticket
-
-    def leave(self, ticket: Ticket) -> None:
+    def leave(self, task: Task) -> None:
         """The request is over."""
-        self.in_flight.discard(ticket)
-        if not self.in_flight:
+        self.in_flight.discard(task)
+        self.aborted.discard(task)
+        if not self.in_flight and self._idle is not None:
             self._idle.set()
+
+    def was_aborted(self, task: Task) -> bool:
+        """Whether a drain ended this request."""
+        return task in self.aborted
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no request is in flight, at most `timeout_s`; True if none is left."""
+        if not self.in_flight:
+            return True
+        if self._idle is None or self._idle.is_set():
+            self._idle = asyncio.Event()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
         except TimeoutError:
@@ -49,9 +53,8 @@ class Lifecycle:
     def abort_all(self) -> int:
         """End every request still in flight (each answers 503 or an in-band error)."""
         count = 0
-        for ticket in list(self.in_flight):
-            if not ticket.aborted and ticket.task is not None:
-                ticket.aborted = True
-                ticket.task.cancel()
-                count += 1
+        for task in list(self.in_flight - self.aborted):
+            self.aborted.add(task)
+            task.cancel()
+            count += 1
         return count

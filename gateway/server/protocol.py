@@ -59,6 +59,15 @@ def error_response(error: GatewayError) -> bytes:
     return b"\r\n".join(lines)
 
 
+def gateway_app(app: Any) -> Any:
+    """The gateway app under uvicorn's middleware wrappers (each keeps the next in `.app`)."""
+    for _ in range(8):
+        if app is None or hasattr(app, "client_limits"):
+            return app
+        app = getattr(app, "app", None)
+    return app
+
+
 class GatewayHttpProtocol(HttpToolsProtocol):
     """One client connection (see the module docstring for what it adds to uvicorn's)."""
 
@@ -72,9 +81,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         # The gateway app carries its limits and counters (uvicorn builds one protocol per
         # connection from the class alone, also in worker processes).
-        limits = getattr(self.app, "client_limits", None)
+        app = gateway_app(self.app)
+        limits = getattr(app, "client_limits", None)
         self._limits: ClientLimits = limits if isinstance(limits, ClientLimits) else ClientLimits()
-        self._on_refused: Callable[[str], None] | None = getattr(self.app, "count_refusal", None)
+        self._on_refused: Callable[[str], None] | None = getattr(app, "count_refusal", None)
         self._deadline: asyncio.TimerHandle | None = None
         self._phase: str | None = None
         self._phase_s = 0.0
@@ -82,7 +92,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._in_head = False
         self._head_started_now = False
         self._head_raw = 0
-        self._head_size = 0
+        self._chunk_bytes = 0
         self._closed_by_us = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -105,6 +115,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self._closed_by_us:
             return
         self._unset_keepalive_if_required()
+        self._chunk_bytes = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -120,8 +131,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._refuse(malformed("protocol upgrades are not supported"))
             return
         if self._in_head:
-            # Bytes after the head started; the chunk it started in is charged exactly
-            # by the callbacks (an unterminated header shows up only here).
+            # Bytes after the chunk the head started in (that one is measured exactly once
+            # the head is complete): an unterminated header shows up only here.
             if self._head_started_now:
                 self._head_started_now = False
             else:
@@ -139,35 +150,24 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_started_now = True
         self._head_raw = 0
-        self._head_size = _LINE_OVERHEAD
         self._arm(self._limits.header_timeout_s, "headers")
 
-    def on_url(self, url: bytes) -> None:
-        """Collect the target, refusing (414) past `max_url_bytes`."""
-        super().on_url(url)
-        if len(self.url) > self._limits.max_url_bytes:
-            raise _Reject(url_too_long(self._limits.max_url_bytes))
-        self._head_size += len(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        """Collect a header, refusing (431) once the head exceeds `max_header_bytes`."""
-        self._head_size += len(name) + len(value) + 4
-        if self._head_size > self._limits.max_header_bytes:
-            raise _Reject(header_too_large(self._limits.max_header_bytes))
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
-        """The head is in: refuse past `max_concurrent_requests`, else read the body in time."""
+        """The head is in: check its size, the request cap, then read the body in time."""
         self._in_head = False
-        if len(self.tasks) >= self._limits.max_concurrent_requests:
+        limits = self._limits
+        if len(self.url) > limits.max_url_bytes:
+            raise _Reject(url_too_long(limits.max_url_bytes))
+        # A head that arrived within one chunk no larger than the cap cannot exceed it.
+        if not self._head_started_now or self._chunk_bytes > limits.max_header_bytes:
+            size = _LINE_OVERHEAD + len(self.url)
+            size += sum(len(name) + len(value) + 4 for name, value in self.headers)
+            if size > limits.max_header_bytes:
+                raise _Reject(header_too_large(limits.max_header_bytes))
+        if len(self.tasks) >= limits.max_concurrent_requests:
             raise _Reject(over_capacity("requests"))
-        self._arm(self._limits.body_timeout_s, "body")
+        self._arm(limits.body_timeout_s, "body")
         super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        """The whole request arrived: no deadline until the response is done."""
-        self._disarm()
-        super().on_message_complete()
 
     def _arm(self, seconds: float, what: str) -> None:
         """Set the current phase's deadline; one timer per connection serves every phase.
@@ -181,10 +181,6 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self._deadline is None:
             self._deadline = self.loop.call_at(self._phase_ends, self._check_deadline)
 
-    def _disarm(self) -> None:
-        """No phase runs: the pending timer, if any, finds nothing to do."""
-        self._phase = None
-
     def _drop_timer(self) -> None:
         self._phase = None
         if self._deadline is not None:
@@ -196,12 +192,16 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         what = self._phase
         if what is None or self._closed_by_us:
             return
+        cycle = self.cycle
+        if what == "body" and cycle is not None and not cycle.more_body:
+            self._phase = None  # the whole request arrived
+            return
         if self.loop.time() < self._phase_ends:
             self._deadline = self.loop.call_at(self._phase_ends, self._check_deadline)
             return
         log.info("closing a connection from %s: request %s too slow", self.client, what)
         # A body still trickling in after its request was answered is closed without a word.
-        answered = what == "body" and self.cycle is not None and self.cycle.response_started
+        answered = what == "body" and cycle is not None and cycle.response_started
         self._refuse(request_timeout(what, self._phase_s), answer=not answered)
 
     def _refuse(self, error: GatewayError, *, answer: bool = True) -> None:

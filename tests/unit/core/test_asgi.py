@@ -242,3 +242,102 @@ async def test_other_methods_on_inference_routes_are_405_with_allow(method: str)
     assert sent.status == 405
     assert (b"allow", b"POST") in sent.messages[0]["headers"]
     assert sent.error["type"] == "invalid_request_error"
+
+
+# The hardened HTTP protocol, fed chunk by chunk on a fake transport.
+
+
+class FakeTransport:
+    """Enough of an asyncio transport for the protocol: records writes and closes."""
+
+    def __init__(self) -> None:
+        self.out = b""
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1) if name in ("peername", "sockname") else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class TinyApp:
+    """Answers 200 `ok`; carries the limits the protocol reads."""
+
+    def __init__(self, max_header_bytes: int) -> None:
+        from gateway.server.limits import ClientLimits
+
+        self.client_limits = ClientLimits(max_header_bytes=max_header_bytes, max_url_bytes=1024)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def feed(*chunks: bytes, max_header_bytes: int = 4096) -> bytes:
+    import asyncio
+
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from gateway.server.protocol import GatewayHttpProtocol
+
+    config = uvicorn.Config(TinyApp(max_header_bytes), proxy_headers=False, log_level="error")
+    config.load()
+    protocol = GatewayHttpProtocol(config, ServerState(), {})
+    transport = FakeTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    for chunk in chunks:
+        protocol.data_received(chunk)
+    for _ in range(10):  # let the app's task run
+        await asyncio.sleep(0)
+    protocol.connection_lost(None)
+    return transport.out
+
+
+BIG = b"x-big: " + b"a" * 10000 + b"\r\n"
+LINE = b"GET /healthz HTTP/1.1\r\n"
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [LINE + BIG + b"\r\n"],  # all at once
+        [LINE, BIG, b"\r\n"],  # the cap passed while the head is incomplete
+        [LINE + BIG[:-3], BIG[-3:] + b"\r\n"],  # completed by a small last chunk
+        [LINE + BIG[:5000], BIG[5000:] + b"\r\n"],
+    ],
+)
+async def test_a_head_over_the_cap_is_431_however_it_is_cut(chunks: list[bytes]) -> None:
+    out = await feed(*chunks)
+    assert out.startswith(b"HTTP/1.1 431 ")
+
+
+@pytest.mark.parametrize("cut", [1, 10, 30])
+async def test_a_small_head_in_pieces_is_served(cut: int) -> None:
+    head = LINE + b"x-small: 1\r\n\r\n"
+    out = await feed(head[:cut], head[cut:])
+    assert out.startswith(b"HTTP/1.1 200 ")
+
+
+async def test_a_long_url_is_414() -> None:
+    out = await feed(b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 414 ")
