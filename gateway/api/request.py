@@ -31,9 +31,6 @@ class InferenceRequest:
     stream: bool
     request_id: bytes
     usage_body: bytes | None = None
-    # `stream_options` sent without `include_usage`: engines that default it to true (vLLM)
-    # send usage anyway, so such a client gets it from them.
-    usage_left_to_engine: bool = False
 
     @property
     def max_tokens(self) -> int | None:
@@ -87,9 +84,7 @@ def parse_request(
     else:
         _check_prompt(data.get("prompt"))
     usage_body = _asking_for_usage(body, data) if stream else None
-    options = data.get("stream_options")
-    left_to_engine = isinstance(options, dict) and "include_usage" not in options
-    return InferenceRequest(kind, body, data, model, stream, request_id, usage_body, left_to_engine)
+    return InferenceRequest(kind, body, data, model, stream, request_id, usage_body)
 
 
 def _asking_for_usage(body: bytes, data: dict[str, Any]) -> bytes | None:

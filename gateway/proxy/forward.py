@@ -30,7 +30,7 @@ from gateway.proxy.upstream import (
     UpstreamTooLarge,
     UpstreamUnavailable,
 )
-from gateway.proxy.usage import take_usage_event
+from gateway.proxy.usage import UsageReader
 from gateway.settings import UpstreamSettings
 
 Message = MutableMapping[str, Any]
@@ -95,16 +95,10 @@ class ProxyOutcome:
 def upstream_body(request: InferenceRequest, backend: Backend) -> tuple[bytes, bool]:
     """The body to send `backend`, and whether to strip the usage chunk from its stream.
 
-    The body asking for usage goes where the engine takes `stream_options` and the client
-    would not have had usage from it anyway (an engine defaulting `include_usage` to true
-    sends it to a client that gave `stream_options` without the key).
+    The body asking for usage goes where the engine takes `stream_options` (engines default
+    `include_usage` to false, vLLM 0.32 included, so the client would not have had it).
     """
-    adapter = backend.adapter
-    if (
-        request.usage_body is None
-        or not adapter.accepts_stream_options
-        or (request.usage_left_to_engine and adapter.usage_by_default)
-    ):
+    if request.usage_body is None or not backend.adapter.accepts_stream_options:
         return request.body, False
     return request.usage_body, True
 
@@ -386,6 +380,7 @@ class Forwarder:
     ) -> str:
         backend = attempt.backend
         splitter = EventSplitter(self._settings.max_pending_event_bytes)
+        reader = UsageReader(strip_usage)
         rewriting = False
         done = False
         try:
@@ -402,9 +397,8 @@ class Forwarder:
                     if rewriting or ERROR_MARK in block:
                         block, found = rewrite_error_events(block, backend.adapter)
                         rewriting = rewriting or found
-                    block, usage = take_usage_event(block, strip_usage)
-                    if usage is not None:
-                        outcome.usage = usage
+                    block = reader.feed(block)
+                    outcome.usage = reader.usage
                     if block:
                         done = ends_with_done(block)
                 if raw:
@@ -420,11 +414,14 @@ class Forwarder:
                     raise _Failed(_no_first_byte(attempt), "timeout") from exc
                 error = GatewayError(502, f"Backend {backend.id} broke off the stream: {exc}")
                 raise _Failed(error, "broken") from exc
+            held = reader.flush()
+            if held:
+                await send({"type": "http.response.body", "body": held, "more_body": True})
             return await self._end_broken_stream(attempt, response, send, outcome, exc)
         if outcome.first_byte_at is None:
             error = GatewayError(502, f"Backend {backend.id} sent an empty stream.")
             raise _Failed(error, "empty")
-        closing = splitter.rest()
+        closing = reader.flush() + splitter.rest()
         if closing:
             done = ends_with_done(closing)
         if rewriting and not done:

@@ -96,7 +96,11 @@ class GenerationHandler:
             await self._send_error(send, self.flavor.request_error(err, self.faults.retry_after_s))
             return
         meta = ResponseMeta(
-            kind, self.flavor.request_id(kind, self.rng), int(time.time()), req.model
+            kind,
+            self.flavor.request_id(kind, self.rng),
+            int(time.time()),
+            req.model,
+            usage_follows=req.stream and req.include_usage,
         )
         delay = req.fault_delay_s if fault == "slow_first_token" else self.faults.slow_first_token_s
         task = asyncio.current_task()

@@ -127,10 +127,8 @@ def _include_usage(data: dict[str, Any], stream: bool, config: SimBackendConfig)
         raise SimRequestError(
             ErrorKind.INVALID_VALUE, "Stream options can only be defined when `stream=True`."
         )
-    include = _opt_bool(options, "include_usage")
-    if include is None:
-        return config.flavor == "vllm"  # vLLM's StreamOptions defaults include_usage to True
-    return include
+    # vLLM 0.32's StreamOptions defaults include_usage to false (tests/fixtures/vllm).
+    return bool(_opt_bool(options, "include_usage"))
 
 
 def _max_tokens(data: dict[str, Any]) -> int | None:

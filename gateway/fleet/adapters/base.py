@@ -84,8 +84,6 @@ class EngineAdapter:
     metrics_path: str | None = "/metrics"
     # Takes `stream_options.include_usage`, so the gateway may ask for usage on every stream.
     accepts_stream_options = True
-    # `stream_options` without `include_usage` means usage (vLLM's default is true).
-    usage_by_default = False
     # Engine metric names, first found wins; the lifetime counter only grows until a restart.
     running_metrics: tuple[str, ...] = ()
     waiting_metrics: tuple[str, ...] = ()

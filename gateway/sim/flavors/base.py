@@ -30,6 +30,7 @@ class ResponseMeta:
     request_id: str
     created: int
     model: str
+    usage_follows: bool = False  # a usage chunk ends the stream (include_usage)
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,9 @@ class VllmFlavor(Flavor):
         if finish is not None:
             choice["stop_reason"] = None
         choice["token_ids"] = None
+        if finish is not None and not meta.usage_follows:
+            # vLLM 0.32 puts it on the final chunk, or on the usage chunk when one follows.
+            chunk["system_fingerprint"] = self.fingerprint
         return chunk
 
     def completion_chunk(self, meta: ResponseMeta, text: str, finish: str | None) -> dict[str, Any]:

@@ -41,23 +41,30 @@ def fixture(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
-def sim_stream(kind: str, n: int) -> list[Any]:
-    meta = ResponseMeta(kind, "id", 1, "tiny-llama")  # type: ignore[arg-type]
+def sim_stream(kind: str, n: int, usage: bool = True) -> list[Any]:
+    meta = ResponseMeta(kind, "id", 1, "tiny-llama", usage_follows=usage)  # type: ignore[arg-type]
     tpl = FLAVOR.stream_template(meta, "length", b"data: ")
     raw = tpl.first or b""
     for i in range(n):
         raw += tpl.token_event(b'"x"', i == n - 1)
-    raw += b"data: " + orjson.dumps(FLAVOR.usage_chunk(meta, Usage(1316, n, 1312))) + b"\n\n"
+    if usage:
+        chunk = FLAVOR.usage_chunk(meta, Usage(1316, n, 1312))
+        raw += b"data: " + orjson.dumps(chunk) + b"\n\n"
     return sse_events(raw + b"data: [DONE]\n\n")
 
 
 @pytest.mark.parametrize(
-    ("name", "kind"),
-    [("chat_stream_usage.sse", "chat"), ("completion_stream_usage.sse", "completion")],
+    ("name", "kind", "usage"),
+    [
+        ("chat_stream_usage.sse", "chat", True),
+        ("completion_stream_usage.sse", "completion", True),
+        ("chat_stream_no_usage.sse", "chat", False),
+    ],
 )
-def test_stream_chunks_have_the_real_keys(name: str, kind: str) -> None:
+def test_stream_chunks_have_the_real_keys(name: str, kind: str, usage: bool) -> None:
     real = sse_events(fixture(name))
-    sim = sim_stream(kind, len(real) - 1 - (kind == "chat"))
+    tokens = len(real) - usage - (kind == "chat")
+    sim = sim_stream(kind, tokens, usage)
     assert [shape(c) for c in sim] == [shape(c) for c in real]
 
 
