@@ -7,6 +7,7 @@ free of I/O; the per-request `Placement` follows each attempt to keep load and c
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections.abc import Sequence
@@ -171,8 +172,16 @@ def running_batch(backend: Backend) -> float:
     return max(own, engine.running) if engine is not None else own
 
 
-# Prefix depths (in blocks) at which popularity is counted: a few per request, not every block.
-CHECKPOINTS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# Prefix depths (in blocks) at which popularity is counted: every block near the start, then
+# sparser, about 50 for a full 512-block chain. A private part (a conversation's own history
+# past a shared system prompt) a quarter as long as the shared prefix, or one block within
+# the first 16, is told apart from it wherever the shared part happens to end.
+CHECKPOINTS = (
+    *range(0, 16),
+    *range(16, 64, 4),
+    *range(64, 256, 16),
+    *range(256, 1024, 32),
+)
 
 
 class PrefixGroups:
@@ -195,11 +204,7 @@ class PrefixGroups:
         if not hashes:
             return 0
         limit = min(max(depth, 1), len(hashes))
-        deepest = 0
-        for checkpoint in CHECKPOINTS:
-            if checkpoint >= limit:
-                break
-            deepest = checkpoint
+        deepest = CHECKPOINTS[bisect.bisect_left(CHECKPOINTS, limit) - 1]
         return self._counts.get(hashes[deepest], 0)
 
     def started(self, key: PrefixKey) -> None:

@@ -431,3 +431,25 @@ async def test_prefix_groups_count_requests_sharing_the_cached_depth() -> None:
     assert groups.in_flight(shared.key, depth=2) == 0
     assert groups.in_flight(private.key, depth=2) == 0
     await h.tasks.drain()
+
+
+@pytest.mark.parametrize("shared_blocks", [9, 33, 36, 37, 70, 130])
+async def test_a_private_history_past_a_shared_prefix_of_any_length_is_not_popular(
+    shared_blocks: int,
+) -> None:
+    # The shared system prompt may end anywhere (its length in blocks follows the tokenizer's
+    # bytes per token): a user's next turn, private past it by a quarter of its length (at
+    # least one block), must still count alone.
+    h = Harness()
+    a = make_backend("a")
+    shared = list(range(1000, 1000 + shared_blocks))
+    users = [h.placement(hashes=[*shared, *range(10 * u, 10 * u + 20)]) for u in range(1, 6)]
+    for placement in users:
+        placement.attempt_started(a)
+    step = max(1, shared_blocks // 4)
+    turn = users[0].key
+    assert h.placer.groups.in_flight(turn, depth=shared_blocks) == 5
+    assert h.placer.groups.in_flight(turn, depth=shared_blocks + step) == 1
+    for placement in users:
+        placement.attempt_ended(a)
+    await h.tasks.drain()
