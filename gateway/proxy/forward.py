@@ -402,7 +402,8 @@ class Forwarder:
                     if block:
                         done = ends_with_done(block)
                 if raw:
-                    block += raw  # an event past the pending bound goes out unparsed
+                    # An event past the pending bound goes out unparsed, after anything held.
+                    block += reader.flush() + raw
                     done = False
                 if not block:
                     continue

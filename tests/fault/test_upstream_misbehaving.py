@@ -226,3 +226,33 @@ async def test_client_errors_pass_through_with_their_status(raw_servers):
         r = await gw.chat()
     assert r.status_code == 400
     assert error_of(r.content)["message"] == "bad"
+
+
+async def test_an_oversized_event_goes_out_after_a_held_final_chunk(raw_servers):
+    final = (
+        b'data: {"id": "c", "object": "chat.completion.chunk", "choices": '
+        b'[{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\n'
+    )
+    big = b"data: " + b"z" * 5000
+    client_got = [asyncio.Event(), asyncio.Event()]
+
+    async def finishes_then_floods(conn: Conn) -> None:
+        await conn.request()
+        await conn.stream_head()
+        await conn.chunk(event("a") + final)
+        await client_got[0].wait()  # "a" went out; the final chunk is held (usage not asked)
+        await conn.chunk(big)
+        await client_got[1].wait()
+        for part in (b"\n\n" + DONE, b""):
+            await conn.chunk(part)
+
+    (server,) = await raw_servers(finishes_then_floods)
+    upstream = {"max_pending_event_bytes": 4096}
+    received = b""
+    async with loop_gateway([backend(server, "f")], upstream=upstream) as gw:
+        body = chat(stream=True)
+        async with gw.client.stream("POST", "/v1/chat/completions", json=body) as r:
+            async for data in r.aiter_raw():
+                received += data
+                client_got[0 if len(received) <= len(event("a")) else 1].set()
+    assert received == event("a") + final + big + b"\n\n" + DONE
