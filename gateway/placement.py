@@ -36,9 +36,9 @@ class Placement:
         "_decode_tokens",
         "_first_byte_at",
         "_placer",
+        "_prefill_began",
         "_queued",
         "_recording",
-        "_sent_at",
         "_settle_timer",
         "_settled",
         "_ticket",
@@ -66,8 +66,8 @@ class Placement:
         self._settle_timer: asyncio.TimerHandle | None = None
         self._settled = False
         self._ticket = -1
-        self._sent_at = 0.0
         self._queued = False
+        self._prefill_began: float | None = None
         self._decode_tokens = 0.0
         self._batch_at_first_byte = 0.0
 
@@ -76,8 +76,9 @@ class Placement:
         state = backend.state
         now = time.monotonic()
         engine = state.engine
-        self._queued = len(state.prefill) > 0 or (engine is not None and engine.waiting > 0)
-        self._sent_at = now
+        # Others' requests waiting there would make this one's prefill look slow.
+        self._queued = engine is not None and engine.foreign_waiting > 0
+        self._prefill_began = None
         self._first_byte_at = None
         self._settled = False
         state.in_flight += 1
@@ -102,6 +103,7 @@ class Placement:
             self._first_byte_at = now
             self._batch_at_first_byte = running_batch(backend)
             state = backend.state
+            self._prefill_began = state.prefill.head_since(self._ticket)
             state.decoding += 1
             state.decoding_since_sum += now
             self._settle(backend)
@@ -155,9 +157,10 @@ class Placement:
         assert self._first_byte_at is not None
         calibration = backend.calibration
         model = self.request.model
-        if not self._queued and usage.cached_tokens is not None:
+        began = self._prefill_began
+        if began is not None and not self._queued and usage.cached_tokens is not None:
             uncached = usage.prompt_tokens - usage.cached_tokens if usage.prompt_tokens else 0
-            calibration.observe_prefill(model, uncached, self._first_byte_at - self._sent_at)
+            calibration.observe_prefill(model, uncached, self._first_byte_at - began)
         if usage.completion_tokens is not None:
             batch = (self._batch_at_first_byte + running_batch(backend)) / 2
             seconds = time.monotonic() - self._first_byte_at

@@ -40,6 +40,15 @@ class PrefillQueue:
         self.typical_s += TYPICAL_WEIGHT * (work_s - self.typical_s)
         return ticket
 
+    def head_since(self, ticket: int) -> float | None:
+        """When `ticket`'s prefill began, if it is at the head (else None).
+
+        That is the previous request's first byte, or its own dispatch on an idle backend.
+        """
+        if self._entries and next(iter(self._entries)) == ticket:
+            return self._head_started
+        return None
+
     def done(self, ticket: int, now: float) -> None:
         """The ticket's first byte arrived: it and everything queued before it are done."""
         if ticket not in self._entries:

@@ -50,3 +50,15 @@ def test_cancelled_attempt_removes_only_its_own_work() -> None:
     assert q.wait_s(1.0) == pytest.approx(4.0)
     q.cancel(c, now=1.0)
     assert q.wait_s(1.0) == 0.0
+
+
+def test_head_since_is_when_the_heads_prefill_began() -> None:
+    q = PrefillQueue()
+    first = q.push(1.0, now=10.0)
+    second = q.push(1.0, now=10.5)
+    assert q.head_since(first) == 10.0  # dispatched on an idle backend
+    assert q.head_since(second) is None  # another is still ahead of it
+    q.done(first, now=11.0)
+    assert q.head_since(second) == 11.0  # began when the one before it answered
+    q.done(second, now=12.0)
+    assert q.head_since(second) is None
