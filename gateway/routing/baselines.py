@@ -7,13 +7,19 @@ import time
 from collections.abc import Sequence
 
 from gateway.fleet.registry import Backend
-from gateway.routing.filters import HealthFilter
+from gateway.routing.filters import BreakerFilter, HealthFilter
 from gateway.routing.scheduler import rank_by_total
 from gateway.routing.scorers import backend_load
 from gateway.routing.types import Decision, RouteRequest
 from gateway.settings import ThresholdSettings
 
 _HEALTH = HealthFilter()
+_BREAKER = BreakerFilter()
+
+
+def usable(request: RouteRequest, candidates: Sequence[Backend]) -> list[Backend]:
+    """Healthy candidates (failing open, as probes lag) whose circuit admits an attempt."""
+    return _BREAKER.keep(request, _HEALTH.keep(request, candidates))
 
 
 class RoundRobinRouter:
@@ -27,7 +33,7 @@ class RoundRobinRouter:
     def decide(self, request: RouteRequest, candidates: Sequence[Backend]) -> Decision:
         """Healthy candidates starting one past the previous start."""
         started = time.perf_counter()
-        pool = _HEALTH.keep(request, candidates)
+        pool = usable(request, candidates)
         if not pool:
             return Decision([], self.name)
         start = self._counter % len(pool)
@@ -47,7 +53,7 @@ class LeastLoadedRouter:
     def decide(self, request: RouteRequest, candidates: Sequence[Backend]) -> Decision:
         """Rank by load, ties at random."""
         started = time.perf_counter()
-        pool = _HEALTH.keep(request, candidates)
+        pool = usable(request, candidates)
         ranked = rank_by_total(pool, [-backend_load(b) for b in pool], self._rng)
         return Decision(ranked, self.name, elapsed_s=time.perf_counter() - started)
 
@@ -69,7 +75,7 @@ class ThresholdRouter:
     def decide(self, request: RouteRequest, candidates: Sequence[Backend]) -> Decision:
         """Apply the threshold rule; the rest of the ranking is by load."""
         started = time.perf_counter()
-        pool = _HEALTH.keep(request, candidates)
+        pool = usable(request, candidates)
         if not pool:
             return Decision([], self.name)
         loads = [float(b.state.in_flight) for b in pool]

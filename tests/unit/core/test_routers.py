@@ -382,3 +382,23 @@ def test_default_profile_sends_a_shared_prefix_elsewhere_once_its_holder_is_over
 
 def ids_of(backends) -> list[str]:
     return [b.id for b in backends]
+
+
+@pytest.mark.parametrize(
+    "router",
+    [
+        RoundRobinRouter(),
+        LeastLoadedRouter(random.Random(0)),
+        ThresholdRouter(ThresholdSettings(), random.Random(0)),
+    ],
+    ids=["round_robin", "least_loaded", "sglang_threshold"],
+)
+def test_baselines_pass_over_a_backend_whose_circuit_is_open(router: object) -> None:
+    a, b = make_backend("a"), make_backend("b")
+    breaker = a.state.breaker
+    for _ in range(breaker.settings.consecutive_failures):
+        breaker.record(breaker.admit(0.0), False, 0.0)
+    assert not breaker.available(0.0)
+    for _ in range(4):
+        decision = router.decide(route(matches={"a": 100}), [a, b])  # type: ignore[attr-defined]
+        assert [x.id for x in decision.ranked] == ["b"]
