@@ -15,6 +15,7 @@ from tests.fault.test_redis_outage import (
     ask,
     assert_affinity_returns,
     degraded_gauge,
+    redis_gateway,
     serve_until,
 )
 from tests.support.harness import MODEL
@@ -49,17 +50,7 @@ def metric(client: httpx.Client, name: str) -> float:
 def test_killed_master_degrades_the_index_and_its_return_recovers_it(
     sim_fleet, gateway, own_cluster, unique_prefix, victim
 ):
-    fleet = sim_fleet(3)
-    gw = gateway(
-        fleet.backend_settings(),
-        index={
-            "kind": "redis",
-            "redis_url": own_cluster.url,
-            "key_prefix": unique_prefix,
-            "lookup_timeout_ms": 50,
-            "record_timeout_ms": 100,
-        },
-    )
+    gw = redis_gateway(sim_fleet, gateway, own_cluster.url, unique_prefix)
     index = gw.deps.index
     with httpx.Client(base_url=gw.url, timeout=10) as client:
         if "gateway_index_lookups_total" not in client.get("/metrics").text:

@@ -8,7 +8,13 @@ import pytest
 import redis
 
 from tests.fault.test_redis_cluster_outage import metric
-from tests.fault.test_redis_outage import ask, assert_affinity_returns, degraded_gauge, serve_until
+from tests.fault.test_redis_outage import (
+    ask,
+    assert_affinity_returns,
+    degraded_gauge,
+    redis_gateway,
+    serve_until,
+)
 from tests.support.redis_cluster import free_ports
 
 
@@ -16,17 +22,7 @@ from tests.support.redis_cluster import free_ports
 def test_error_replies_degrade_routing_never_requests(
     sim_fleet, gateway, redis_server, unique_prefix, refusal
 ):
-    fleet = sim_fleet(3)
-    gw = gateway(
-        fleet.backend_settings(),
-        index={
-            "kind": "redis",
-            "redis_url": redis_server.url,
-            "key_prefix": unique_prefix,
-            "lookup_timeout_ms": 50,
-            "record_timeout_ms": 100,
-        },
-    )
+    gw = redis_gateway(sim_fleet, gateway, redis_server.url, unique_prefix)
     index = gw.deps.index
     admin = redis.Redis.from_url(redis_server.url, socket_timeout=5)
     with httpx.Client(base_url=gw.url, timeout=10) as client:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -62,21 +63,24 @@ def assert_affinity_returns(client: httpx.Client, gw) -> None:
     raise AssertionError("prefix affinity did not come back after Redis returned")
 
 
+def redis_gateway(sim_fleet: Any, gateway: Any, redis_url: str, key_prefix: str) -> Any:
+    """A gateway on the Redis index at `redis_url`, with short timeouts, before 3 sim backends."""
+    fleet = sim_fleet(3)
+    index = {
+        "kind": "redis",
+        "redis_url": redis_url,
+        "key_prefix": key_prefix,
+        "lookup_timeout_ms": 50,
+        "record_timeout_ms": 100,
+    }
+    return gateway(fleet.backend_settings(), index=index)
+
+
 @pytest.mark.parametrize("trouble", ["stop", "pause"])
 def test_requests_succeed_through_a_redis_outage_and_routing_recovers(
     sim_fleet, gateway, redis_server, unique_prefix, trouble
 ):
-    fleet = sim_fleet(3)
-    gw = gateway(
-        fleet.backend_settings(),
-        index={
-            "kind": "redis",
-            "redis_url": redis_server.url,
-            "key_prefix": unique_prefix,
-            "lookup_timeout_ms": 50,
-            "record_timeout_ms": 100,
-        },
-    )
+    gw = redis_gateway(sim_fleet, gateway, redis_server.url, unique_prefix)
     index = gw.deps.index
     with httpx.Client(base_url=gw.url, timeout=10) as client:
         holder = ask(client, 0)
