@@ -54,6 +54,13 @@ class ChildProcess:
                 self._proc.kill()
             self._proc.wait(timeout=grace_s)
 
+    def kill(self) -> None:
+        """SIGKILL the pid at once (a crash, not a shutdown) and reap it."""
+        if self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+        self._proc.wait(timeout=10)
+
     def tail(self, lines: int = 15) -> str:
         """The last lines of the child's log."""
         try:
