@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import math
-import re
 import statistics
 import sys
 import time
@@ -33,7 +32,10 @@ if str(REPO) not in sys.path:  # run as a script: `python bench/soak.py`
 import httpx  # noqa: E402
 import orjson  # noqa: E402
 
+from bench.engines_fleet import samples, total  # noqa: E402
+from bench.overhead_stack import gateway_command  # noqa: E402
 from bench.procs import LOOPBACK, ChildProcess, free_port_range, wait_until  # noqa: E402
+from bench.report import percentile  # noqa: E402
 from bench.runutil import run_async, write_json  # noqa: E402
 from bench.soak_clients import (  # noqa: E402
     SLOW_KINDS,
@@ -104,7 +106,7 @@ def gateway_config(args: argparse.Namespace, port: int, backend_ports: list[int]
 def sim_argv(args: argparse.Namespace, port: int, backends: int) -> list[str]:
     """`prefix-gateway sim` for `backends` backends from `port` on, failing before first bytes."""
     return [
-        sys.executable, "-m", "gateway", "sim", "--backends", str(backends),
+        *gateway_command(), "sim", "--backends", str(backends),
         "--base-port", str(port), "--host", LOOPBACK, "--model", MODEL,
         "--decode-ms", str(args.decode_ms), "--error-rate", str(args.error_rate),
     ]  # fmt: skip
@@ -114,35 +116,16 @@ def _healthy(url: str) -> bool:
     return httpx.get(f"{url}/health", timeout=1.0).status_code == 200
 
 
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
+def scrape(url: str) -> str:
+    """The gateway's Prometheus text."""
+    return httpx.get(f"{url}/metrics", timeout=5.0).text
 
 
-def scrape(url: str) -> dict[str, float]:
-    """The gateway's metrics as {'name{labels}': value} (no comments, no _created series)."""
-    text = httpx.get(f"{url}/metrics", timeout=5.0).text
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match and not match[1].endswith("_created"):
-            samples[match[1] + (match[2] or "")] = float(match[3])
-    return samples
-
-
-def total(samples: dict[str, float], name: str, where: str = "") -> float:
-    """Sum of a metric's series, optionally only those whose labels contain `where`."""
-    return sum(
-        v for k, v in samples.items()
-        if k.split("{", 1)[0] == name and where in k
-    )  # fmt: skip
-
-
-def by_label(samples: dict[str, float], name: str, label: str) -> dict[str, float]:
-    """A metric's values summed per value of one label."""
+def by_label(text: str, name: str, label: str) -> dict[str, float]:
+    """The samples called `name`, summed per value of one label."""
     out: Counter[str] = Counter()
-    for key, value in samples.items():
-        if key.split("{", 1)[0] == name:
-            found = re.search(rf'{label}="([^"]*)"', key)
-            out[found[1] if found else ""] += value
+    for labels, value in samples(text, name):
+        out[labels.get(label, "")] += value
     return dict(out)
 
 
@@ -177,7 +160,7 @@ class Soak:
         self.restarting = self._start_restarting(0)
         config = self.log_dir / "gateway.json"
         config.write_bytes(gateway_config(a, self.gateway_port, self.backend_ports))
-        argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+        argv = [*gateway_command(), "serve", "--config", str(config)]
         self.gateway = self._child("gateway", argv)
         self.url = f"http://{LOOPBACK}:{self.gateway_port}"
 
@@ -262,8 +245,8 @@ class Soak:
         start = time.monotonic()
         ports = set(self.backend_ports)
         while True:
-            samples = scrape(self.url)
-            in_flight = total(samples, "gateway_backend_in_flight")
+            metrics = scrape(self.url)
+            in_flight = total(metrics, "gateway_backend_in_flight")
             sockets = open_sockets(self.gateway.pid, self.gateway_port, ports)
             # The scrape's own connection is closed by now (httpx.get does not keep it).
             settled = in_flight == 0 and sockets["client"] == 0 and sockets["upstream"] == 0
@@ -271,17 +254,9 @@ class Soak:
             if settled or waited >= SETTLE_S:
                 return {
                     "in_flight": in_flight, "sockets": sockets, "settled": settled,
-                    "waited_s": round(waited, 1), "metrics": samples,
+                    "waited_s": round(waited, 1), "metrics": metrics,
                 }  # fmt: skip
             time.sleep(0.5)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (nan when empty)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def summarize(
@@ -319,8 +294,8 @@ def summarize(
             "per_s": round(done / elapsed, 1),
             "outcomes": dict(streams.outcomes),
             "midstream_errors_by_backend": dict(streams.midstream_by_backend),
-            "ttfb_p50_s": percentile(streams.ttfb_s, 0.5),
-            "ttfb_p99_s": percentile(streams.ttfb_s, 0.99),
+            "ttfb_p50_s": percentile(streams.ttfb_s, 50),
+            "ttfb_p99_s": percentile(streams.ttfb_s, 99),
             "first_failures": streams.failures,
         },
         "slow_clients": {
@@ -348,7 +323,7 @@ def summarize(
             "stream_errors": total(m, "gateway_stream_errors_total"),
             "client_disconnects": total(m, "gateway_client_disconnects_total"),
             "client_refusals_by_reason": by_label(m, "gateway_client_refusals_total", "reason"),
-            "breaker_opened": total(m, "gateway_backend_breaker_opened_total"),
+            "breaker_opened": total(m, "gateway_backend_circuit_opens_total"),
             "backend_restarts": total(m, "gateway_backend_restarts_total"),
             "unexpected_errors": total(m, "gateway_unexpected_errors_total"),
         },

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from bench.soak import by_label, total
+from bench.engines_fleet import total
+from bench.soak import by_label
 from bench.soak_clients import classify
 
 
@@ -48,15 +49,20 @@ def test_an_error_status_names_the_status() -> None:
 
 
 def test_metric_sums_by_name_and_label() -> None:
-    samples = {
-        'gateway_upstream_attempts_total{backend="a",outcome="ok"}': 5.0,
-        'gateway_upstream_attempts_total{backend="b",outcome="ok"}': 2.0,
-        'gateway_upstream_attempts_total{backend="b",outcome="status_500"}': 1.0,
-        'gateway_upstream_attempts_other{backend="b",outcome="ok"}': 100.0,
-    }
-    assert total(samples, "gateway_upstream_attempts_total") == 8.0
-    assert total(samples, "gateway_upstream_attempts_total", 'backend="b"') == 3.0
-    assert by_label(samples, "gateway_upstream_attempts_total", "outcome") == {
+    text = "\n".join(
+        [
+            "# TYPE gateway_upstream_attempts counter",
+            'gateway_upstream_attempts_total{backend="a",outcome="ok"} 5.0',
+            'gateway_upstream_attempts_total{backend="b",outcome="ok"} 2.0',
+            'gateway_upstream_attempts_total{backend="b",outcome="status_500"} 1.0',
+            "# TYPE gateway_upstream_attempts_other counter",
+            'gateway_upstream_attempts_other_total{backend="b",outcome="ok"} 100.0',
+            "",
+        ]
+    )
+    assert total(text, "gateway_upstream_attempts_total") == 8.0
+    assert total(text, "gateway_upstream_attempts_total", backend="b") == 3.0
+    assert by_label(text, "gateway_upstream_attempts_total", "outcome") == {
         "ok": 7.0,
         "status_500": 1.0,
     }
