@@ -10,7 +10,9 @@ one and is replaced by what the engine's own reports show once there are enough 
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 DEFAULT_WINDOW = 64
@@ -20,6 +22,19 @@ PREFILL_MIN_SPREAD_TOKENS = 128.0
 DECODE_MIN_SPREAD_BATCH = 1.0
 # Pooled estimates see every backend's traffic: they keep proportionally more of it.
 POOLED_WINDOW_FACTOR = 4
+# A window past EAGER_REFIT_SAMPLES is refitted once 1/REFIT_FRACTION of it is new: a sample
+# costs a constant share of a refit instead of a whole one (a pooled line of 256 samples
+# refitted per request cost more than the rest of the request), and the value lags the
+# window by at most that fraction. Smaller windows are cheap to refit on every sample.
+REFIT_FRACTION = 4
+EAGER_REFIT_SAMPLES = 32
+
+
+def _refit_due(samples: int, new: int, min_samples: int) -> bool:
+    """Whether `new` samples since the last fit call for another, with `samples` in the window."""
+    if samples < min_samples:
+        return False
+    return samples <= EAGER_REFIT_SAMPLES or new * REFIT_FRACTION >= samples
 
 
 def weighted_median(values: list[float], weights: list[float]) -> float:
@@ -41,7 +56,7 @@ class RobustEstimate:
     waited behind another replica's traffic); the window lets the value follow a change.
     """
 
-    __slots__ = ("_samples", "_value", "configured", "min_samples")
+    __slots__ = ("_new", "_samples", "_value", "configured", "min_samples")
 
     def __init__(
         self,
@@ -54,13 +69,16 @@ class RobustEstimate:
         self.min_samples = min_samples
         self._samples: deque[tuple[float, float]] = deque(maxlen=window)
         self._value = configured
+        self._new = 0
 
     def add(self, value: float, weight: float = 1.0) -> None:
         """One observation, weighted (by tokens, typically)."""
         if not value > 0 or not weight > 0:
             return
         self._samples.append((value, weight))
-        if len(self._samples) >= self.min_samples:
+        self._new += 1
+        if _refit_due(len(self._samples), self._new, self.min_samples):
+            self._new = 0
             values = [v for v, _ in self._samples]
             weights = [w for _, w in self._samples]
             self._value = weighted_median(values, weights)
@@ -90,7 +108,15 @@ class RobustLine:
     spread along x by at least `min_spread` keep the configured slope and fit the intercept.
     """
 
-    __slots__ = ("_samples", "configured_slope", "intercept", "min_samples", "min_spread", "slope")
+    __slots__ = (
+        "_new",
+        "_samples",
+        "configured_slope",
+        "intercept",
+        "min_samples",
+        "min_spread",
+        "slope",
+    )
 
     def __init__(
         self,
@@ -107,34 +133,37 @@ class RobustLine:
         self.min_samples = min_samples
         self.min_spread = min_spread
         self._samples: deque[tuple[float, float, float]] = deque(maxlen=window)
+        self._new = 0
 
     def add(self, x: float, y: float, weight: float = 1.0) -> None:
         """One observation."""
         if not y > 0 or not weight > 0 or x < 0:
             return
         self._samples.append((x, y, weight))
-        if len(self._samples) >= self.min_samples:
+        self._new += 1
+        if _refit_due(len(self._samples), self._new, self.min_samples):
+            self._new = 0
             self._refit()
 
     def _refit(self) -> None:
-        samples = list(self._samples)
-        xs = [x for x, _, _ in samples]
-        if max(xs) - min(xs) <= self.min_spread:
+        samples: list[tuple[float, float, float]] | deque[tuple[float, float, float]]
+        samples = self._samples
+        fit = _LineSums.of(samples)
+        if fit.spread <= self.min_spread:
             # Nothing to learn a slope from: keep the configured one, place the line.
-            slope = self.configured_slope
-            self.intercept = max(0.0, _weighted_mean([(y - slope * x, w) for x, y, w in samples]))
-            self.slope = slope
+            self.slope = self.configured_slope
+            self.intercept = max(0.0, fit.mean_y - self.slope * fit.mean_x)
             return
-        intercept, slope = _weighted_line(samples)
+        intercept, slope = fit.line()
         residuals = sorted(abs(y - (intercept + slope * x)) for x, y, _ in samples)
         spread = residuals[len(residuals) // 2] * 3.0
         if spread > 0:
             kept = [s for s in samples if abs(s[1] - (intercept + slope * s[0])) <= spread]
             if len(kept) >= max(3, len(samples) // 2):
-                samples = kept
-                intercept, slope = _weighted_line(samples)
+                samples, fit = kept, _LineSums.of(kept)
+                intercept, slope = fit.line()
         if slope <= 0.0:
-            slope, intercept = 0.0, _weighted_mean([(y, w) for _, y, w in samples])
+            slope, intercept = 0.0, fit.mean_y
         self.intercept = max(intercept, 0.0)
         self.slope = slope
 
@@ -212,22 +241,40 @@ class PrefillFit:
         return self.ratio.learned
 
 
-def _weighted_mean(pairs: list[tuple[float, float]]) -> float:
-    total = sum(w for _, w in pairs)
-    return sum(v * w for v, w in pairs) / total
+@dataclass(frozen=True, slots=True)
+class _LineSums:
+    """Weighted means and (co)variance of (x, y, weight) samples, summed in one pass."""
 
+    mean_x: float
+    mean_y: float
+    var_x: float
+    cov_xy: float
+    spread: float  # max x - min x
 
-def _weighted_line(samples: list[tuple[float, float, float]]) -> tuple[float, float]:
-    """Intercept and slope of the weighted least-squares line through (x, y, weight)."""
-    total = sum(w for _, _, w in samples)
-    mean_x = sum(x * w for x, _, w in samples) / total
-    mean_y = sum(y * w for _, y, w in samples) / total
-    var = sum(w * (x - mean_x) ** 2 for x, _, w in samples)
-    if var <= 0.0:
-        return mean_y, 0.0
-    cov = sum(w * (x - mean_x) * (y - mean_y) for x, y, w in samples)
-    slope = cov / var
-    return mean_y - slope * mean_x, slope
+    @staticmethod
+    def of(samples: Iterable[tuple[float, float, float]]) -> _LineSums:
+        """The sums of `samples` (at least one, weights positive)."""
+        sw = swx = swy = swxx = swxy = 0.0
+        low, high = math.inf, -math.inf
+        for x, y, w in samples:
+            sw += w
+            swx += w * x
+            swy += w * y
+            swxx += w * x * x
+            swxy += w * x * y
+            low = min(low, x)
+            high = max(high, x)
+        mean_x, mean_y = swx / sw, swy / sw
+        return _LineSums(
+            mean_x, mean_y, swxx / sw - mean_x * mean_x, swxy / sw - mean_x * mean_y, high - low
+        )
+
+    def line(self) -> tuple[float, float]:
+        """Intercept and slope of the weighted least-squares line."""
+        if self.var_x <= 0.0:
+            return self.mean_y, 0.0
+        slope = self.cov_xy / self.var_x
+        return self.mean_y - slope * self.mean_x, slope
 
 
 @dataclass(frozen=True, slots=True)

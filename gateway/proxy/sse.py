@@ -29,6 +29,33 @@ def split_complete(buffer: bytes) -> tuple[bytes, bytes]:
     return buffer[: ends[-1]], buffer[ends[-1] :]
 
 
+def event_start(block: bytes, position: int) -> int:
+    """Where the event holding `position` begins: just past the last blank line before it."""
+    lf = block.rfind(b"\n\n", 0, position)
+    start = lf + 2 if lf >= 0 else 0
+    # A CR boundary only matters after the LF one; look for it there alone.
+    if block.find(b"\r", start, position) >= 0:
+        for boundary in (b"\r\n\r\n", b"\r\r"):
+            found = block.rfind(boundary, start, position)
+            if found >= 0:
+                start = max(start, found + len(boundary))
+    return start
+
+
+def event_end(block: bytes, position: int) -> int:
+    """Where the event holding `position` ends: just past its blank line, or the block's end."""
+    found = EVENT_END.search(block, position)
+    return len(block) if found is None else found.end()
+
+
+def last_event_start(block: bytes) -> int:
+    """Where the last event of a block of complete events begins."""
+    end = len(block)
+    while end and block[end - 1] in b"\r\n":
+        end -= 1
+    return event_start(block, end)
+
+
 def ends_with_done(block: bytes) -> bool:
     """Whether the last event of `block` is `data: [DONE]` (with or without its blank line)."""
     return block.endswith(DONE_EVENT) or block[-16:].rstrip(b"\r\n").endswith(b"[DONE]")

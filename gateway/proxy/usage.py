@@ -8,8 +8,9 @@ from typing import Any
 
 import orjson
 
-from gateway.proxy.sse import EVENT_END, data_payload
+from gateway.proxy.sse import data_payload, event_end, event_start, last_event_start
 
+_USAGE_KEY = b'"usage"'
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
 _FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
@@ -55,83 +56,80 @@ def parse_usage(payload: bytes, absent_means_zero: bool = False) -> Usage | None
 class UsageReader:
     """Reads the usage chunk of a stream, and takes it out for a client that did not ask.
 
-    Blocks without a usage object or a finish, the common case, pass after one scan each.
-    When stripping, the stream must look as if the engine had not been asked for usage; an
-    engine that was asked moves some top-level fields from the final chunk to the usage
-    chunk (vLLM's `system_fingerprint`), so the chunk that finishes a choice is held back
-    until the usage chunk shows what it lacks, and goes out with it.
+    A block costs one scan for a usage object, and a look at its last event: the work does
+    not grow with the events a block holds. When stripping, the stream must look as if the
+    engine had not been asked for usage; an engine that was asked moves some top-level
+    fields from the final chunk to the usage chunk (vLLM's `system_fingerprint`), so until
+    the usage chunk came, an event that finishes a choice is held back while it is the last
+    one seen, until the next block shows whether the usage chunk follows it and what it lacks.
     """
 
     __slots__ = ("_held", "_strip", "usage")
 
     def __init__(self, strip: bool) -> None:
         self._strip = strip
-        self._held: list[bytes] = []
+        self._held = b""
         self.usage: bytes | None = None
 
     def feed(self, block: bytes) -> bytes:
         """Complete SSE events in; what to send the client now out."""
-        usage_found = _USAGE_OBJECT.search(block) is not None
+        at = _last_usage(block)
+        start = end = 0
+        payload = None
+        if at >= 0:
+            start, end = event_start(block, at), event_end(block, at)
+            payload = data_payload(block[start:end])
+            self.usage = payload
         if not self._strip:
-            if usage_found:
-                self._read(block)
             return block
-        if not usage_found and not self._held and _FINISHED.search(block) is None:
-            return block
-        out: list[bytes] = []
-        start = 0
-        for end in EVENT_END.finditer(block):
-            self._event(block[start : end.end()], out)
-            start = end.end()
-        if start < len(block):
-            self._event(block[start:], out)
-        return b"".join(out)
+        if self._held:
+            block, start, end = self._held + block, start + len(self._held), end + len(self._held)
+            self._held = b""
+        if payload is not None and _EMPTY_CHOICES.search(payload):
+            block = _with_fields_of(block[:start], payload) + block[end:]
+        if self.usage is None:
+            tail = last_event_start(block)
+            if _FINISHED.search(block, tail):
+                self._held = block[tail:]
+                return block[:tail]
+        return block
 
     def flush(self) -> bytes:
         """What is still held, at the end of the stream."""
-        held, self._held = b"".join(self._held), []
+        held, self._held = self._held, b""
         return held
 
-    def _read(self, block: bytes) -> None:
-        for event in EVENT_END.split(block):
-            payload = data_payload(event)
-            if payload is not None and _USAGE_OBJECT.search(payload):
-                self.usage = payload
 
-    def _event(self, event: bytes, out: list[bytes]) -> None:
-        payload = data_payload(event)
-        if payload is not None and _USAGE_OBJECT.search(payload):
-            self.usage = payload
-            if _EMPTY_CHOICES.search(payload):
-                out.extend(_with_fields_of(self._held, payload))
-                self._held = []
-                return
-        if payload is not None and _FINISHED.search(payload):
-            self._held.append(event)
-            return
-        out.extend(self._held)
-        self._held = []
-        out.append(event)
+def _last_usage(block: bytes) -> int:
+    """Where the last usage object of a block starts; -1 if it holds none."""
+    found = block.rfind(_USAGE_KEY)
+    while found >= 0 and _USAGE_OBJECT.match(block, found) is None:
+        found = block.rfind(_USAGE_KEY, 0, found)
+    return found
 
 
-def _with_fields_of(held: list[bytes], usage_payload: bytes) -> list[bytes]:
-    """The held events, the last one given the usage chunk's top-level fields it lacks."""
-    if not held:
-        return held
+def _with_fields_of(before: bytes, usage_payload: bytes) -> bytes:
+    """`before`, its last event given the usage chunk's top-level fields it lacks if it
+    finishes a choice (the usage chunk came right after it)."""
+    if not before:
+        return before
+    start = last_event_start(before)
+    event = before[start:]
+    if _FINISHED.search(event) is None:
+        return before
     try:
         usage = orjson.loads(usage_payload)
-        last = orjson.loads(data_payload(held[-1]) or b"")
+        last = orjson.loads(data_payload(event) or b"")
     except orjson.JSONDecodeError:
-        return held
+        return before
     if not isinstance(usage, dict) or not isinstance(last, dict):
-        return held
+        return before
     extra = b"".join(
         b"," + orjson.dumps(key) + b":" + orjson.dumps(value)
         for key, value in usage.items()
         if key not in last and key not in ("usage", "choices")
     )
     if not extra:
-        return held
-    event = held[-1]
-    close = event.rindex(b"}")
-    return [*held[:-1], event[:close] + extra + event[close:]]
+        return before
+    close = before.rindex(b"}")
+    return before[:close] + extra + before[close:]
