@@ -383,6 +383,7 @@ class Forwarder:
         reader = UsageReader(strip_usage)
         rewriting = False
         done = False
+        last = b""
         try:
             async for chunk in response.chunks():
                 if outcome.first_byte_at is None:
@@ -408,6 +409,9 @@ class Forwarder:
                 if not block:
                     continue
                 outcome.tail = block
+                if response.body_complete:
+                    last = block  # the rest of the stream is here: it goes out with the end
+                    continue
                 await send({"type": "http.response.body", "body": block, "more_body": True})
         except UpstreamBroken as exc:
             if outcome.first_byte_at is None:
@@ -415,14 +419,14 @@ class Forwarder:
                     raise _Failed(_no_first_byte(attempt), "timeout") from exc
                 error = GatewayError(502, f"Backend {backend.id} broke off the stream: {exc}")
                 raise _Failed(error, "broken") from exc
-            held = reader.flush()
+            held = last + reader.flush()
             if held:
                 await send({"type": "http.response.body", "body": held, "more_body": True})
             return await self._end_broken_stream(attempt, response, send, outcome, exc)
         if outcome.first_byte_at is None:
             error = GatewayError(502, f"Backend {backend.id} sent an empty stream.")
             raise _Failed(error, "empty")
-        closing = reader.flush() + splitter.rest()
+        closing = last + reader.flush() + splitter.rest()
         if closing:
             done = ends_with_done(closing)
         if rewriting and not done:

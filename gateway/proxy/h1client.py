@@ -59,6 +59,12 @@ class H1Response:
                 return value
         return None
 
+    @property
+    def body_complete(self) -> bool:
+        """True once the whole body arrived and every chunk of it was handed out."""
+        conn = self._conn
+        return conn is None or conn.drained
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives; whatever is buffered is yielded as one chunk."""
         conn = self._conn

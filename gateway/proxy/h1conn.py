@@ -165,6 +165,11 @@ class H1Connection(asyncio.Protocol):
             self.close()
             raise error
 
+    @property
+    def drained(self) -> bool:
+        """True once the whole body arrived and every byte of it was taken."""
+        return self.complete and not self._body
+
     def take(self) -> bytes:
         """Every body byte received so far and not yet taken (b"" when none)."""
         body = self._body

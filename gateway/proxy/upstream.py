@@ -46,6 +46,11 @@ class UpstreamResponse(Protocol):
         """The body as raw byte chunks, as they arrive. Raises UpstreamBroken on failure."""
         ...
 
+    @property
+    def body_complete(self) -> bool:
+        """True once the whole body arrived and `chunks()` handed out every byte of it."""
+        ...
+
     async def read(self, max_bytes: int | None = None) -> bytes:
         """The whole body. Raises UpstreamBroken on failure, UpstreamTooLarge past `max_bytes`."""
         ...

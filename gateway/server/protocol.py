@@ -4,7 +4,8 @@ uvicorn gives the ASGI plumbing, keep-alive, pipelining and flow control; what i
 a gateway facing the internet is added here, on the documented `http=` protocol-class hook:
 a deadline for the request head and one for the body, caps on head and URL bytes (431, 414),
 caps on concurrent connections and requests (503 with Retry-After), an idle deadline before
-the first request, and every error it writes itself in OpenAI's shape.
+the first request, and every error it writes itself in OpenAI's shape. A response's head
+goes out with its first body bytes, in one write.
 """
 
 from __future__ import annotations
@@ -66,6 +67,53 @@ def gateway_app(app: Any) -> Any:
             return app
         app = getattr(app, "app", None)
     return app
+
+
+class HeadWithBody:
+    """The transport as one response's cycle sees it: the head waits for the first body bytes.
+
+    uvicorn writes the response head as soon as the application starts the response, then
+    each body part; the head is held instead and goes out with the first body bytes in one
+    write (or at the end of the loop step at the latest, when none came), which saves a
+    system call and a packet per response.
+    """
+
+    __slots__ = ("_held", "_loop", "_transport", "_written")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._written = False
+
+    def write(self, data: bytes) -> None:
+        """The first write (the head) is held; later ones go out after it, at once."""
+        if not self._written:
+            self._written = True
+            self._held = data
+            self._loop.call_soon(self.flush)
+            return
+        held = self._held
+        if held is None:
+            self._transport.write(data)
+            return
+        self._held = None
+        self._transport.write(held + data)
+
+    def flush(self) -> None:
+        """Write what is held, if anything (and the connection still stands)."""
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        """Write what is held, then close the connection."""
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        """True when the connection is closing or closed."""
+        return self._transport.is_closing()
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
@@ -168,6 +216,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             raise _Reject(over_capacity("requests"))
         self._arm(limits.body_timeout_s, "body")
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
 
     def _arm(self, seconds: float, what: str) -> None:
         """Set the current phase's deadline; one timer per connection serves every phase.

@@ -32,6 +32,10 @@ class FakeResponse:
     async def chunks(self) -> AsyncIterator[bytes]:
         yield self._body
 
+    @property
+    def body_complete(self) -> bool:
+        return True
+
     async def read(self) -> bytes:
         return self._body
 
