@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -252,10 +253,12 @@ class FakeTransport:
 
     def __init__(self) -> None:
         self.out = b""
+        self.writes: list[bytes] = []
         self.closed = False
 
     def write(self, data: bytes) -> None:
         self.out += data
+        self.writes.append(data)
 
     def is_closing(self) -> bool:
         return self.closed
@@ -292,15 +295,26 @@ class TinyApp:
         await send({"type": "http.response.body", "body": b"ok"})
 
 
-async def feed(*chunks: bytes, max_header_bytes: int = 4096) -> bytes:
-    import asyncio
+class SlowBodyApp(TinyApp):
+    """Starts the response, then sends the body only once `go` is set."""
 
+    def __init__(self) -> None:
+        super().__init__(4096)
+        self.go = asyncio.Event()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await self.go.wait()
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def serve_on_fake(app: Any, *chunks: bytes) -> FakeTransport:
     import uvicorn
     from uvicorn.server import ServerState
 
     from gateway.server.protocol import GatewayHttpProtocol
 
-    config = uvicorn.Config(TinyApp(max_header_bytes), proxy_headers=False, log_level="error")
+    config = uvicorn.Config(app, proxy_headers=False, log_level="error")
     config.load()
     protocol = GatewayHttpProtocol(config, ServerState(), {})
     transport = FakeTransport()
@@ -309,8 +323,31 @@ async def feed(*chunks: bytes, max_header_bytes: int = 4096) -> bytes:
         protocol.data_received(chunk)
     for _ in range(10):  # let the app's task run
         await asyncio.sleep(0)
+    if isinstance(app, SlowBodyApp):
+        app.go.set()
+        for _ in range(10):
+            await asyncio.sleep(0)
     protocol.connection_lost(None)
-    return transport.out
+    return transport
+
+
+async def feed(*chunks: bytes, max_header_bytes: int = 4096) -> bytes:
+    return (await serve_on_fake(TinyApp(max_header_bytes), *chunks)).out
+
+
+async def test_the_head_goes_out_with_the_first_body_bytes() -> None:
+    transport = await serve_on_fake(TinyApp(4096), LINE + b"\r\n")
+    assert len(transport.writes) == 1
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 ")
+    assert transport.writes[0].endswith(b"\r\n\r\n2\r\nok\r\n0\r\n\r\n")  # head, chunk, end
+
+
+async def test_a_head_whose_body_waits_goes_out_by_itself_first() -> None:
+    transport = await serve_on_fake(SlowBodyApp(), LINE + b"\r\n")
+    assert len(transport.writes) == 2
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 ")
+    assert transport.writes[0].endswith(b"\r\n\r\n")
+    assert transport.writes[1] == b"2\r\nok\r\n0\r\n\r\n"
 
 
 BIG = b"x-big: " + b"a" * 10000 + b"\r\n"
