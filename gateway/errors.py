@@ -7,6 +7,11 @@ from types import MappingProxyType
 
 import orjson
 
+# A backend's own Retry-After passes through up to an hour; a longer one (or a broken date)
+# would park well-behaved clients for good.
+MAX_RETRY_AFTER_S = 3600
+SDK_MAX_RETRY_AFTER_S = 60
+
 _TYPE_BY_STATUS: Mapping[int, str] = MappingProxyType(
     {
         400: "invalid_request_error",
@@ -67,9 +72,12 @@ class GatewayError(Exception):
         """Response headers that go with the error (content type, retry hints)."""
         headers = [(b"content-type", b"application/json")]
         if self.retry_after_s is not None:
-            seconds = max(1, min(60, self.retry_after_s))
+            seconds = max(1, min(MAX_RETRY_AFTER_S, self.retry_after_s))
             headers.append((b"retry-after", str(seconds).encode()))
-            headers.append((b"retry-after-ms", str(seconds * 1000).encode()))
+            # OpenAI's SDKs read this one first and ignore a wait past 60 s (backing off on
+            # their own schedule instead, sooner): past 60 it says 60, the longest they keep.
+            ms = min(seconds, SDK_MAX_RETRY_AFTER_S) * 1000
+            headers.append((b"retry-after-ms", str(ms).encode()))
         elif self.status < 500 and self.status not in (408, 409, 429):
             headers.append((b"x-should-retry", b"false"))
         return headers
