@@ -8,10 +8,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-import uvicorn
-
-from gateway.app import create_app
-from gateway.server.run import serve, uvicorn_options
+from gateway.app import create_app, create_app_from_env
+from gateway.server.run import serve
+from gateway.server.supervisor import Supervisor
 from gateway.settings import CONFIG_ENV, ConfigError, GatewaySettings, load_settings
 
 DEFAULT_CONFIG = "config/gateway.yaml"
@@ -51,18 +50,11 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    # Worker processes build their own app from the same file. uvicorn's supervisor restarts
-    # them on SIGHUP and stops them on SIGTERM: the drain sequence runs with one worker only.
+    # Each worker process builds its own app from the same file (create_app_from_env); the
+    # supervisor forwards SIGTERM/SIGINT (drain) and SIGHUP (reload) to every worker.
     os.environ[CONFIG_ENV] = os.path.abspath(path)
-    uvicorn.run(
-        "gateway.app:create_app_from_env",
-        factory=True,
-        workers=args.workers,
-        host=host,
-        port=port,
-        **uvicorn_options(server),
-    )
-    return 0
+    supervisor = Supervisor(create_app_from_env, host, port, args.workers, server.log_level)
+    return supervisor.run()
 
 
 def _check_config(args: argparse.Namespace) -> int:

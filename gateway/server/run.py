@@ -22,6 +22,7 @@ log = logging.getLogger("gateway.server")
 
 # After a drain ended the requests it outlived: how long they get to send their last bytes.
 FINAL_GRACE_S = 5
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def uvicorn_options(server: ServerSettings) -> dict[str, Any]:
@@ -64,15 +65,21 @@ class GatewayServer(uvicorn.Server):
             yield
             return
         loop = asyncio.get_running_loop()
-        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.begin_drain)
         loop.add_signal_handler(signal.SIGHUP, self.begin_reload)
         try:
             yield
         finally:
-            for sig in handled:
+            for sig in HANDLED_SIGNALS:
                 loop.remove_signal_handler(sig)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup; then what a supervisor's worker held back meanwhile is delivered."""
+        await super().startup(sockets)
+        # Workers start with the handled signals blocked (gateway/server/supervisor.py); in a
+        # single process none are, and this changes nothing.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
 
     def begin_drain(self) -> None:
         """Start draining; a second call cuts the waits short."""

@@ -46,11 +46,12 @@ class GatewayProcess:
         data = {"server": server, "backends": list(backends), **sections}
         self.config_path.write_text(yaml.safe_dump(data), encoding="utf-8")
 
-    def start(self, timeout_s: float = 20.0) -> GatewayProcess:
-        """Start it and wait for uvicorn's ready line (bounded)."""
+    def start(self, timeout_s: float = 20.0, args: Sequence[str] = ()) -> GatewayProcess:
+        """Start it (`args`: more `serve` options) and wait for uvicorn's ready line (bounded)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        command = [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path)],
+            [*command, *args],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
