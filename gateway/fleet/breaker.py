@@ -127,6 +127,17 @@ class CircuitBreaker:
         if total >= settings.min_requests and failed >= settings.failure_rate * total:
             self._open(now, f"{failed} of {total} attempts failed in {settings.window_s:g} s")
 
+    def answered(self, admission: Admission) -> None:
+        """The backend sent a good response head to an attempt that has not ended yet.
+
+        It is serving, so failures before this one are not consecutive with those after it.
+        Streams last seconds while failures come back at once: counted only by when attempts
+        end, a few quick 500s among many long streams in flight would read as consecutive.
+        The attempt's verdict still comes when it ends (a probe's only then).
+        """
+        if admission is Admission.NORMAL:
+            self._consecutive = 0
+
     def release(self, admission: Admission) -> None:
         """An admitted attempt ended without a verdict (a probe goes back to waiting)."""
         if admission is Admission.PROBE:

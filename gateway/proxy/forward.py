@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from gateway.api.request import InferenceRequest
 from gateway.errors import GatewayError
@@ -250,7 +250,8 @@ class Forwarder:
                 if response.status != 200:
                     result = f"status_{response.status}"
                     await self._upstream_error(backend, response)
-                elif request.stream:
+                backend.state.breaker.answered(attempt.admission)
+                if request.stream:
                     result = await self._relay_stream(
                         request, attempt, response, send, outcome, observer, strip_usage
                     )
@@ -297,7 +298,7 @@ class Forwarder:
         else:
             breaker.record(attempt.admission, verdict, time.monotonic())
 
-    async def _upstream_error(self, backend: Backend, response: UpstreamResponse) -> None:
+    async def _upstream_error(self, backend: Backend, response: UpstreamResponse) -> NoReturn:
         try:
             body = await response.read(ERROR_BODY_BYTES)
         except UpstreamBroken:

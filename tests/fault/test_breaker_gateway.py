@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from gateway.fleet.breaker import Admission
-from tests.integration.upstream.backends import answer, good, hang
+from tests.integration.upstream.backends import STREAM, answer, good, hang, wants_stream
 from tests.integration.upstream.gateway import (
     backend,
     chat,
@@ -148,3 +148,36 @@ async def test_after_the_cooldown_one_probe_is_let_through_and_closes_the_circui
     assert after == [200] * 3
     assert circuit == ['gateway_backend_circuit_state{backend="r",state="closed"} 1.0']
     assert len(server.requests) == 5  # the failure, the probe and three after it
+
+
+async def test_a_stream_answered_between_two_failures_keeps_the_circuit_closed(raw_servers):
+    # A 500 comes back at once while a stream takes seconds: the stream's good head between
+    # two quick failures means they are not consecutive, though it ends after both.
+    release = asyncio.Event()
+
+    async def mixed(conn: Conn) -> None:
+        while (request := await conn.request()) is not None:
+            if not wants_stream(request):
+                await conn.respond(500, FAILING, b"content-type: application/json\r\n")
+                continue
+            await conn.stream_head()
+            await conn.chunk(STREAM[0])
+            await release.wait()
+            for part in STREAM[1:]:
+                await conn.chunk(part)
+            await conn.chunk(b"")
+
+    (server,) = await raw_servers(mixed)
+    breaker = {"consecutive_failures": 2, "cooldown_s": 60}
+    async with loop_gateway([backend(server, "mixed")], breaker=breaker) as gw:
+        assert (await gw.chat()).status_code == 502
+        async with gw.client.stream("POST", "/v1/chat/completions", json=chat(True)) as stream:
+            parts = stream.aiter_raw()
+            first = await anext(parts)
+            assert b'"o"' in first  # the gateway has the head and is relaying
+            assert (await gw.chat()).status_code == 502
+            circuit = await gw.metric_lines("gateway_backend_circuit_state")
+            release.set()
+            rest = b"".join([part async for part in parts])
+    assert 'gateway_backend_circuit_state{backend="mixed",state="closed"} 1.0' in circuit
+    assert rest.endswith(b"data: [DONE]\n\n")

@@ -47,6 +47,34 @@ def test_a_success_resets_the_consecutive_count():
     assert b.state(0.0) is BreakerState.CLOSED
 
 
+def test_a_good_head_of_an_attempt_still_in_flight_breaks_the_run_of_failures():
+    # Long streams end after the quick 500s sent at the same time: a 200 head in between means
+    # the backend is serving, so 2 + 2 failures around it are not 3 in a row.
+    b = breaker(min_requests=100)
+    streaming = b.admit(0.0)
+    fail(b, 0.0, 2)
+    b.answered(streaming)
+    fail(b, 0.0, 2)
+    assert b.state(0.0) is BreakerState.CLOSED
+    b.record(streaming, True, 0.0)
+    fail(b, 0.0, 2)
+    assert b.state(0.0) is BreakerState.CLOSED
+    fail(b, 0.0)
+    assert b.state(0.0) is BreakerState.OPEN
+
+
+def test_a_good_head_does_not_decide_a_probe():
+    b = breaker()
+    fail(b, 0.0, 3)
+    probe = b.admit(5.0)
+    assert probe is Admission.PROBE
+    b.answered(probe)
+    assert b.state(5.0) is BreakerState.HALF_OPEN
+    assert b.admit(5.0) is Admission.REFUSED  # still the one probe, until it ends
+    b.record(probe, False, 6.0)
+    assert b.state(6.0) is BreakerState.OPEN
+
+
 def test_the_failure_rate_over_the_window_opens_it():
     b = breaker(consecutive_failures=100)
     succeed(b, 0.0)
