@@ -51,6 +51,8 @@ from bench.soak_clients import (  # noqa: E402
 MODEL = "sim-llama-8b"
 RSS_FROM_S = 60.0  # RSS growth is measured from minute 1 (imports, pools and caches warm)
 SETTLE_S = 30.0  # how long the end state may take to settle (keep-alive expiry is 4 s)
+IDLE_SAMPLE_S = 3.0  # before the load: the probe pool's own upstream connections, sampled
+LAG_TICK_S = 0.05  # the client's event-loop lag is how late a sleep of this length wakes
 MUST_BE_ZERO = ("error_before_content", "transport_error", "truncated")
 
 
@@ -145,6 +147,8 @@ class Soak:
         self.restarts: list[dict[str, float]] = []
         self.rss: list[tuple[float, int]] = []
         self.sockets: list[tuple[float, dict[str, int]]] = []
+        self.idle_upstream = 0
+        self.lag_s: list[float] = []
 
     def _child(self, name: str, argv: list[str]) -> ChildProcess:
         child = ChildProcess(name, argv, self.log_dir / f"{name}.log", REPO)
@@ -170,6 +174,14 @@ class Soak:
             return body.get("healthy_backends") == a.backends
 
         wait_until(ready, self.gateway, 60, poll_s=0.2)
+        # Health probes and load scrapes keep their own pool's connections alive with no
+        # traffic at all: those are what "back to idle" is measured against.
+        ports = set(self.backend_ports)
+        deadline = time.monotonic() + IDLE_SAMPLE_S
+        while time.monotonic() < deadline:
+            found = open_sockets(self.gateway.pid, self.gateway_port, ports)["upstream"]
+            self.idle_upstream = max(self.idle_upstream, found)
+            time.sleep(0.2)
 
     def _start_restarting(self, generation: int) -> ChildProcess:
         child = self._child(
@@ -206,6 +218,13 @@ class Soak:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
 
+    async def lag(self, stop: asyncio.Event) -> None:
+        """How late the client's own event loop runs: a late client inflates its TTFB."""
+        while not stop.is_set():
+            before = time.monotonic()
+            await asyncio.sleep(LAG_TICK_S)
+            self.lag_s.append(time.monotonic() - before - LAG_TICK_S)
+
     async def load(self) -> tuple[StreamStats, SlowStats, float]:
         """Run the streams, slow clients, restarts and monitor until the deadline."""
         a = self.args
@@ -222,6 +241,7 @@ class Soak:
         stop = asyncio.Event()
         monitor = asyncio.create_task(self.monitor(t0, stop))
         restarter = asyncio.create_task(self.restarter(t0, deadline))
+        lag = asyncio.create_task(self.lag(stop))
         async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
             tasks = [
                 *(stream_worker(client, load, streams, seed, t0) for seed in range(a.streams)),
@@ -238,6 +258,7 @@ class Soak:
             await restarter
         stop.set()
         await monitor
+        await lag
         return streams, slow, elapsed
 
     def settle(self) -> dict[str, Any]:
@@ -249,7 +270,8 @@ class Soak:
             in_flight = total(metrics, "gateway_backend_in_flight")
             sockets = open_sockets(self.gateway.pid, self.gateway_port, ports)
             # The scrape's own connection is closed by now (httpx.get does not keep it).
-            settled = in_flight == 0 and sockets["client"] == 0 and sockets["upstream"] == 0
+            settled = sockets["client"] == 0 and sockets["upstream"] <= self.idle_upstream
+            settled = settled and in_flight == 0
             waited = time.monotonic() - start
             if settled or waited >= SETTLE_S:
                 return {
@@ -257,6 +279,12 @@ class Soak:
                     "waited_s": round(waited, 1), "metrics": metrics,
                 }  # fmt: skip
             time.sleep(0.5)
+
+
+def _mean_of(text: str, histogram: str) -> float:
+    """A Prometheus histogram's mean over every label set (nan without observations)."""
+    count = total(text, f"{histogram}_count")
+    return total(text, f"{histogram}_sum") / count if count else math.nan
 
 
 def summarize(
@@ -281,7 +309,8 @@ def summarize(
         ("mid-stream errors only on the killed backend", midstream_elsewhere == 0),
         ("RSS growth from minute 1 to the end < 10%", growth < 0.10),
         ("in flight back to 0 at the end", end["in_flight"] == 0),
-        ("client and upstream connections back to 0", end["settled"]),
+        ("client connections back to 0, upstream back to the idle probe pool's",
+         end["settled"]),
         ("no slow client outlived its cap", sum(slow.outlived_cap.values()) == 0),
         ("no unexpected errors", total(m, "gateway_unexpected_errors_total") == 0),
         ("backend failures were injected and retried", attempts.get("status_500", 0) > 0),
@@ -296,6 +325,9 @@ def summarize(
             "midstream_errors_by_backend": dict(streams.midstream_by_backend),
             "ttfb_p50_s": percentile(streams.ttfb_s, 50),
             "ttfb_p99_s": percentile(streams.ttfb_s, 99),
+            "gateway_ttfb_mean_s": _mean_of(m, "gateway_time_to_first_byte_seconds"),
+            "client_loop_lag_p50_s": percentile(soak.lag_s, 50),
+            "client_loop_lag_p99_s": percentile(soak.lag_s, 99),
             "first_failures": streams.failures,
         },
         "slow_clients": {
@@ -315,7 +347,11 @@ def summarize(
             "growth": growth,
             "samples": [(round(t, 1), r) for t, r in soak.rss[:: max(1, len(soak.rss) // 60)]],
         },
-        "connections": {"peak_client": peak_sockets, "end": end["sockets"]},
+        "connections": {
+            "peak_client": peak_sockets,
+            "end": end["sockets"],
+            "idle_upstream_before_load": soak.idle_upstream,
+        },
         "end": end,
         "gateway_metrics": {
             "upstream_attempts_by_outcome": attempts,
@@ -339,7 +375,10 @@ def print_report(result: dict[str, Any]) -> None:
     print(f"\nsoak: {result['elapsed_s']} s, {s['requests']} streams ({s['per_s']}/s)")
     print(f"  outcomes: {s['outcomes']}")
     print(f"  mid-stream errors by backend: {s['midstream_errors_by_backend']}")
-    print(f"  time to first byte p50 {s['ttfb_p50_s']:.3f} s, p99 {s['ttfb_p99_s']:.3f} s")
+    print(f"  time to first byte p50 {s['ttfb_p50_s']:.3f} s, p99 {s['ttfb_p99_s']:.3f} s "
+          f"(the gateway's own mean {s['gateway_ttfb_mean_s']:.3f} s; client loop lag p50 "
+          f"{s['client_loop_lag_p50_s'] * 1e3:.1f} ms, p99 "
+          f"{s['client_loop_lag_p99_s'] * 1e3:.1f} ms)")  # fmt: skip
     print(f"  upstream attempts: {g['upstream_attempts_by_outcome']}")
     down = statistics.mean([x["down_s"] for x in result["restarts"]] or [0])
     print(f"  restarts: {len(result['restarts'])}, down {down:.2f} s each; seen by the gateway "
@@ -351,8 +390,10 @@ def print_report(result: dict[str, Any]) -> None:
           f"{r['end_bytes'] / 2**20:.1f} MiB at the end ({r['growth'] * 100:+.1f}%), "
           f"max {r['max_bytes'] / 2**20:.1f} MiB")  # fmt: skip
     e = result["end"]
-    print(f"  end: in flight {e['in_flight']:.0f}, sockets {e['sockets']} after {e['waited_s']} s; "
-          f"peak client connections {result['connections']['peak_client']}")  # fmt: skip
+    c = result["connections"]
+    print(f"  end: in flight {e['in_flight']:.0f}, sockets {e['sockets']} after {e['waited_s']} s "
+          f"(upstream before the load: {c['idle_upstream_before_load']}); "
+          f"peak client connections {c['peak_client']}")  # fmt: skip
     for c in result["checks"]:
         print(f"  {'PASS' if c['pass'] else 'FAIL'}  {c['check']}")
 
