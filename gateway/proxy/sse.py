@@ -48,9 +48,9 @@ def event_end(block: bytes, position: int) -> int:
     return len(block) if found is None else found.end()
 
 
-def last_event_start(block: bytes) -> int:
-    """Where the last event of a block of complete events begins."""
-    end = len(block)
+def last_event_start(block: bytes, end: int | None = None) -> int:
+    """Where the last event of a block of complete events (of `block[:end]`) begins."""
+    end = len(block) if end is None else end
     while end and block[end - 1] in b"\r\n":
         end -= 1
     return event_start(block, end)

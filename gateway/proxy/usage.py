@@ -86,7 +86,7 @@ class UsageReader:
             block, start, end = self._held + block, start + len(self._held), end + len(self._held)
             self._held = b""
         if payload is not None and _EMPTY_CHOICES.search(payload):
-            block = _with_fields_of(block[:start], payload) + block[end:]
+            block = _without_usage_event(block, start, end, payload)
         if self.usage is None:
             tail = last_event_start(block)
             if _FINISHED.search(block, tail):
@@ -108,28 +108,30 @@ def _last_usage(block: bytes) -> int:
     return found
 
 
-def _with_fields_of(before: bytes, usage_payload: bytes) -> bytes:
-    """`before`, its last event given the usage chunk's top-level fields it lacks if it
-    finishes a choice (the usage chunk came right after it)."""
-    if not before:
-        return before
-    start = last_event_start(before)
-    event = before[start:]
-    if _FINISHED.search(event) is None:
-        return before
+def _without_usage_event(block: bytes, start: int, end: int, usage_payload: bytes) -> bytes:
+    """`block` without its usage event at `start:end`; the event before it, if it finishes a
+    choice, given the usage chunk's top-level fields it lacks (the engine moved them)."""
+    rest = block[end:]
+    if not start:
+        return rest
+    previous = last_event_start(block, start)
+    if _FINISHED.search(block, previous, start) is None:
+        return block[:start] + rest
     try:
         usage = orjson.loads(usage_payload)
-        last = orjson.loads(data_payload(event) or b"")
     except orjson.JSONDecodeError:
-        return before
-    if not isinstance(usage, dict) or not isinstance(last, dict):
-        return before
+        return block[:start] + rest
+    if not isinstance(usage, dict):
+        return block[:start] + rest
+    # A key of the event's own object is `"key":` in its bytes; inside a string value the
+    # quote would be escaped. Only a nested object with the same key could hide one.
     extra = b"".join(
         b"," + orjson.dumps(key) + b":" + orjson.dumps(value)
         for key, value in usage.items()
-        if key not in last and key not in ("usage", "choices")
+        if key not in ("usage", "choices")
+        and block.find(b'"%s":' % key.encode(), previous, start) < 0
     )
     if not extra:
-        return before
-    close = before.rindex(b"}")
-    return before[:close] + extra + before[close:]
+        return block[:start] + rest
+    close = block.rindex(b"}", previous, start)
+    return b"".join((block[:close], extra, block[close:start], rest))
