@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.fleet.breaker import CircuitBreaker
+from gateway.fleet.exchange import LoadExchange
 from gateway.fleet.poller import FleetPoller
 from gateway.fleet.registry import Backend, Fleet
 from gateway.metrics import CalibrationCollector, GatewayMetrics
@@ -43,6 +45,7 @@ class Deps:
     started: bool = False
     index_capacities: dict[str, int] = field(default_factory=dict)
     fleet_collector: CalibrationCollector | None = None
+    exchange: LoadExchange | None = None
 
     async def start(self) -> None:
         """Connect the index, take a first look at the fleet, start background polling."""
@@ -51,12 +54,17 @@ class Deps:
         await self.poller.poll_health()
         await self.poller.poll_load()
         self.poller.start()
+        if self.exchange is not None:
+            await self.exchange.exchange()
+            self.exchange.start()
         self.started = True
 
     async def close(self) -> None:
         """Stop background work and close connections."""
         self.started = False
         await self.poller.close()
+        if self.exchange is not None:
+            await self.exchange.close()
         await self.tasks.drain()
         await self.index.close()
         await self.client.aclose()
@@ -119,6 +127,27 @@ def build_index(settings: IndexSettings, metrics: GatewayMetrics) -> PrefixIndex
     return MemoryPrefixIndex()
 
 
+def build_exchange(
+    settings: IndexSettings, fleet: Fleet, metrics: GatewayMetrics
+) -> LoadExchange | None:
+    """The replica load exchange, when replicas share a Redis index and it is not turned off."""
+    if settings.kind != "redis" or settings.load_exchange_ms <= 0:
+        return None
+    from gateway.prefix.redis_guard import script_client
+
+    assert settings.redis_url is not None
+    timeout_s = settings.record_timeout_ms / 1000
+    return LoadExchange(
+        script_client(settings.redis_url, max_connections=2, socket_timeout_s=timeout_s),
+        fleet,
+        key=(settings.key_prefix + "replica-load").encode(),
+        replica_id=uuid.uuid4().hex[:16],
+        interval_s=settings.load_exchange_ms / 1000,
+        timeout_s=timeout_s,
+        on_exchange=metrics.exchanged,
+    )
+
+
 def build_deps(settings: GatewaySettings, metrics: GatewayMetrics | None = None) -> Deps:
     """Assemble the production dependency container from settings."""
     fleet = Fleet.from_settings(
@@ -128,7 +157,9 @@ def build_deps(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
     client, probe_client = _clients(settings)
     index = build_index(settings.index, metrics)
     metrics.watch_index(index)
-    return _assemble(settings, fleet, metrics, client, probe_client, index, BackgroundTasks())
+    exchange = build_exchange(settings.index, fleet, metrics)
+    tasks = BackgroundTasks()
+    return _assemble(settings, fleet, metrics, client, probe_client, index, tasks, exchange)
 
 
 def _clients(settings: GatewaySettings) -> tuple[UpstreamClient, UpstreamClient]:
@@ -175,6 +206,7 @@ def _assemble(
     probe_client: UpstreamClient,
     index: PrefixIndex,
     tasks: BackgroundTasks,
+    exchange: LoadExchange | None = None,
 ) -> Deps:
     fleet_collector = CalibrationCollector(fleet)
     metrics.registry.register(fleet_collector)
@@ -221,7 +253,10 @@ def _assemble(
         tasks=tasks,
         probe_client=probe_client,
         fleet_collector=fleet_collector,
+        exchange=exchange,
     )
+    if exchange is not None:
+        exchange.watch(fleet)
     return deps
 
 
@@ -250,7 +285,8 @@ def rebuild_deps(old: Deps, settings: GatewaySettings, backends: Sequence[Backen
     """A container for `settings` over `backends`, sharing `old`'s metrics, index and tasks.
 
     The index is shared because replicas and in-flight requests rely on it: a change of the
-    `index:` section is logged and takes effect at the next start. The upstream clients are
+    `index:` section is logged and takes effect at the next start (the load exchange, which
+    rides on the index's Redis, is shared too). The upstream clients are
     shared while `upstream:` and `health:` timeouts stay the same.
     """
     if settings.index != old.settings.index:
@@ -265,7 +301,9 @@ def rebuild_deps(old: Deps, settings: GatewaySettings, backends: Sequence[Backen
         old.metrics.registry.unregister(old.fleet_collector)
         old.fleet_collector = None
     fleet = Fleet(backends)
-    return _assemble(settings, fleet, old.metrics, client, probe, old.index, old.tasks)
+    return _assemble(
+        settings, fleet, old.metrics, client, probe, old.index, old.tasks, old.exchange
+    )
 
 
 async def activate(deps: Deps) -> None:

@@ -173,6 +173,16 @@ class GatewayMetrics:
             "1 while the cache-location index is unreachable and routing uses load only.",
             registry=r,
         )  # fmt: skip
+        self.load_exchange_replicas = Gauge(
+            "gateway_load_exchange_replicas",
+            "Other gateway replicas whose load the last exchange read (0 after a failure).",
+            registry=r,
+        )  # fmt: skip
+        self.load_exchange_failures = Counter(
+            "gateway_load_exchange_failures",
+            "Load exchange calls that failed (others' load then comes from engine gauges only).",
+            registry=r,
+        )  # fmt: skip
         self._routes: dict[str, RouteMetrics] = {}
         self._attempt_children: dict[tuple[str, str], Counter] = {}
         self._breakers: BreakerCollector | None = None
@@ -180,6 +190,12 @@ class GatewayMetrics:
     def watch_fleet(self, fleet: Fleet) -> None:
         """Export what the gateway learns about the fleet's backends."""
         self.registry.register(CalibrationCollector(fleet))
+
+    def exchanged(self, replicas: int, ok: bool) -> None:
+        """One load exchange call: how many other replicas it read, or that it failed."""
+        self.load_exchange_replicas.set(replicas)
+        if not ok:
+            self.load_exchange_failures.inc()
 
     def count_attempt(self, backend: str, outcome: str) -> None:
         """Count one upstream attempt (children cached: this runs on every request)."""

@@ -75,9 +75,8 @@ class Placement:
         """Count the request on `backend` and teach the index where its prefix now lives."""
         state = backend.state
         now = time.monotonic()
-        engine = state.engine
         # Others' requests waiting there would make this one's prefill look slow.
-        self._queued = engine is not None and engine.foreign_waiting > 0
+        self._queued = state.foreign_prefill_s(now, 1.0) > 0
         self._prefill_began = None
         self._first_byte_at = None
         self._settled = False
@@ -168,10 +167,12 @@ class Placement:
 
 
 def running_batch(backend: Backend) -> float:
-    """Requests decoding on `backend` as far as anyone knows (the gateway's or the engine's)."""
+    """Requests decoding on `backend` as far as anyone knows (the gateway's and the other
+    replicas' books, or the engine's)."""
     state = backend.state
     engine = state.engine
-    own = float(max(1, state.in_flight))
+    exchanged = state.exchanged.in_flight if state.exchanged is not None else 0.0
+    own = max(1.0, state.in_flight + exchanged)
     return max(own, engine.running) if engine is not None else own
 
 

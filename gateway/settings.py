@@ -71,6 +71,9 @@ class IndexSettings(StrictModel):
     key_prefix: Annotated[str, Field(pattern=r"^[^{}]*$")] = "pgw:"
     lookup_timeout_ms: PositiveFloat = 50.0
     record_timeout_ms: PositiveFloat = 200.0
+    # Replicas sharing the Redis index exchange their own load per backend this often while
+    # busy (0: off); see gateway/fleet/exchange.py.
+    load_exchange_ms: Annotated[float, Field(ge=0.0)] = 20.0
 
     @model_validator(mode="after")
     def _redis_needs_url(self) -> IndexSettings:

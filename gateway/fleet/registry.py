@@ -47,6 +47,8 @@ class BackendState:
     consecutive_successes: int = 0
     learned_max_context: int | None = None
     engine: EngineLoad | None = None
+    # What the other gateway replicas said they have here (the load exchange), if anything.
+    exchanged: ExchangedLoad | None = None
     # Output tokens expected from the requests in flight, and of those already streaming how
     # many there are and the sum of their first-byte times: what they still owe is the first
     # less what their time streaming has paid off, in O(1) per decision.
@@ -60,6 +62,23 @@ class BackendState:
         """Output tokens the requests in flight still owe, about."""
         streamed = (self.decoding * now - self.decoding_since_sum) / itl_s if itl_s > 0 else 0.0
         return max(0.0, self.decode_tokens_ahead - streamed)
+
+    def foreign_requests(self) -> float:
+        """Requests others sent here: the engine's gauges or the other replicas' own word."""
+        engine = self.engine.foreign_requests if self.engine is not None else 0.0
+        exchanged = self.exchanged.in_flight if self.exchanged is not None else 0.0
+        return max(engine, exchanged)
+
+    def foreign_prefill_s(self, now: float, typical_s: float) -> float:
+        """Seconds of prefill others sent here still ahead (waiting requests at `typical_s`).
+
+        The engine's `waiting` gauge is up to a load poll old and does not count prefills it
+        has begun; the replicas' own books are fresher. Both estimate the same work, so the
+        larger counts (the gauge also sees clients that bypass the gateway).
+        """
+        engine = self.engine.foreign_waiting * typical_s if self.engine is not None else 0.0
+        exchanged = self.exchanged.prefill_s_at(now) if self.exchanged is not None else 0.0
+        return max(engine, exchanged)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +105,23 @@ class EngineLoad:
     def foreign_requests(self) -> float:
         """Requests running or waiting there that others sent."""
         return max(0.0, self.running + self.waiting - self.own_in_flight)
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangedLoad:
+    """What the other gateway replicas had on a backend, summed, as the load exchange read it.
+
+    `prefill_s` is the prefill work their books still counted ahead, aged to `sampled_at`
+    (this process's monotonic clock); it keeps draining as time passes.
+    """
+
+    in_flight: float
+    prefill_s: float
+    sampled_at: float
+
+    def prefill_s_at(self, now: float) -> float:
+        """The prefill seconds still ahead at `now`, had nothing been sent since."""
+        return max(0.0, self.prefill_s - max(0.0, now - self.sampled_at))
 
 
 @dataclass

@@ -13,9 +13,11 @@ MIN_TTFT_S = 0.001
 
 
 def backend_load(backend: Backend) -> float:
-    """Requests on a backend: the gateway's own count, or the engine's when it reports more."""
-    local = float(backend.state.in_flight)
-    engine = backend.state.engine
+    """Requests on a backend: the gateway's own and others' it heard of, or the engine's count
+    when it reports more."""
+    state = backend.state
+    local = state.in_flight + (state.exchanged.in_flight if state.exchanged is not None else 0.0)
+    engine = state.engine
     if engine is None:
         return local
     return max(local, engine.running + engine.waiting)
@@ -30,16 +32,14 @@ def prefill_s(request: RouteRequest, backend: Backend) -> float:
 def queue_wait_s(request: RouteRequest, backend: Backend) -> float:
     """Seconds of prefill ahead of a request sent now.
 
-    The gateway's own books know the work it sent; the engine's `waiting` gauge also counts
-    what other replicas and workers sent, so waiting requests beyond what the gateway had
-    there when the gauge was read are charged at the typical prefill this backend has seen.
+    The gateway's own books know the work it sent. What other replicas and workers sent
+    comes from their own books through the load exchange, and from the engine's `waiting`
+    gauge: waiting requests beyond what the gateway had there when the gauge was read are
+    charged at the typical prefill this backend has seen (the larger of the two counts).
     """
     state = backend.state
-    own = state.prefill.wait_s(request.now)
-    engine = state.engine
-    if engine is None:
-        return own
-    return own + engine.foreign_waiting * state.prefill.typical_s
+    now = request.now
+    return state.prefill.wait_s(now) + state.foreign_prefill_s(now, state.prefill.typical_s)
 
 
 def expected_output_tokens(request: RouteRequest, backend: Backend) -> float:
@@ -56,16 +56,16 @@ def decode_s(request: RouteRequest, backend: Backend, output_tokens: float) -> f
 
     The batch is the requests running there that will still be decoding while this one is:
     each counts in proportion to how much of this request's output its remaining work
-    overlaps (the gateway's books of tokens still owed, scaled up to the engine's own
-    `running` count when other replicas send there too).
+    overlaps (the gateway's books of tokens still owed, scaled up by the requests other
+    replicas sent there, as the engine's gauges or the load exchange count them).
     """
     state = backend.state
     calibration = backend.calibration
     others = float(state.in_flight)
     ahead = state.decode_tokens_owed(request.now, calibration.itl_s(request.model, others))
-    engine = state.engine
-    if engine is not None and engine.foreign_requests > 0:
-        seen = others + engine.foreign_requests
+    foreign = state.foreign_requests()
+    if foreign > 0:
+        seen = others + foreign
         ahead = ahead * seen / others if others else seen * output_tokens
         others = seen
     overlap = min(others, ahead / max(output_tokens, 1.0))

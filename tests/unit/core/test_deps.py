@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway.deps import Deps, build_deps, cache_capacities
+from gateway.deps import Deps, build_deps, cache_capacities, rebuild_deps
 from gateway.fleet.registry import Backend, Fleet
 from gateway.settings import HashingSettings, settings_from_mapping
 from tests.unit.core.factories import make_backend
@@ -122,3 +122,23 @@ def test_resize_index_follows_a_learned_ratio() -> None:
     learn_ratio(deps.fleet.backends[0], "m", 4.4)  # +10% of bytes per token
     deps.resize_index()
     assert index.configured == [{"b0": 1000}, {"b0": int(64_000 * 4.4 / 256)}]
+
+
+def test_the_load_exchange_rides_only_on_a_redis_index_and_can_be_turned_off() -> None:
+    entry = {"id": "b0", "url": "http://b0.test:8000", "models": ["m"]}
+    redis = {"kind": "redis", "redis_url": "redis://127.0.0.1:1/0"}  # never connected here
+    sections: list[tuple[dict[str, Any], bool]] = [
+        ({}, False),
+        (redis, True),
+        ({**redis, "load_exchange_ms": 0}, False),
+    ]
+    for index, expected in sections:
+        settings = settings_from_mapping({"backends": [entry], "index": index})
+        deps = build_deps(settings)
+        assert (deps.exchange is not None) is expected
+        if deps.exchange is not None:
+            assert deps.exchange.fleet is deps.fleet
+            # A reload keeps the exchange (it rides on the index) and hands it the new fleet.
+            reloaded = rebuild_deps(deps, settings, deps.fleet.backends)
+            assert reloaded.exchange is deps.exchange
+            assert deps.exchange.fleet is reloaded.fleet

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.fleet.registry import EngineLoad
+from gateway.fleet.registry import EngineLoad, ExchangedLoad
 from gateway.routing.scorers import (
     MIN_TTFT_S,
     AffinityScorer,
@@ -152,6 +154,37 @@ def test_a_gauge_read_while_our_own_requests_waited_is_not_someone_elses_queue()
     assert queue_wait_s(route(), b) == 0.0
 
 
+def test_other_replicas_exchanged_prefill_counts_and_drains_with_time() -> None:
+    # The load exchange said other replicas have 0.5 s of prefill ahead there (read at t=0).
+    b = make_backend("a", prefill_tokens_per_s=1000.0)
+    b.state.exchanged = ExchangedLoad(in_flight=2, prefill_s=0.5, sampled_at=0.0)
+    assert queue_wait_s(route(), b) == pytest.approx(0.5)
+    later = dataclasses.replace(route(), now=0.2)
+    assert queue_wait_s(later, b) == pytest.approx(0.3)
+    assert queue_wait_s(dataclasses.replace(route(), now=1.0), b) == 0.0
+    assert backend_load(b) == 2.0
+
+
+def test_engine_gauge_and_exchange_are_two_counts_of_one_queue_the_larger_wins() -> None:
+    b = make_backend("a", prefill_tokens_per_s=1000.0)
+    b.state.prefill.push(0.25, now=0.0)
+    b.state.prefill.done(0, now=0.0)  # typical prefill learned, nothing of ours queued
+    typical = b.state.prefill.typical_s
+    b.state.engine = engine(running=0, waiting=4)
+    b.state.exchanged = ExchangedLoad(in_flight=1, prefill_s=0.01, sampled_at=0.0)
+    assert queue_wait_s(route(), b) == pytest.approx(4 * typical)
+    b.state.exchanged = ExchangedLoad(in_flight=1, prefill_s=9.0, sampled_at=0.0)
+    assert queue_wait_s(route(), b) == pytest.approx(9.0)
+
+
+def test_a_backend_other_replicas_are_prefilling_on_loses_a_cold_prompt() -> None:
+    busy, idle = make_backend("busy"), make_backend("idle")
+    busy.state.exchanged = ExchangedLoad(in_flight=1, prefill_s=0.3, sampled_at=0.0)
+    scores = CostScorer(objective="ttft").score(route(), [busy, idle])
+    assert scores[1] == 1.0
+    assert scores[0] < 1.0
+
+
 def test_decode_is_slowed_by_the_batch_that_will_overlap_it() -> None:
     b = make_backend("a", decode_s_per_token=0.02, decode_batch_slope=0.5)
     request = route(output_tokens=100)
@@ -163,12 +196,17 @@ def test_decode_is_slowed_by_the_batch_that_will_overlap_it() -> None:
     assert decode_s(request, b, 100) == pytest.approx(100 * 0.02 * (1 + 0.5 * 1))
 
 
-def test_the_engines_running_count_scales_the_decode_books() -> None:
+@pytest.mark.parametrize("witness", ["engine", "exchange"])
+def test_requests_others_sent_scale_the_decode_books(witness: str) -> None:
     b = make_backend("a", decode_s_per_token=0.02, decode_batch_slope=0.5)
     b.state.in_flight = 2
     b.state.decode_tokens_ahead = 200.0
-    # Four running when this replica had two there: two more came from elsewhere.
-    b.state.engine = engine(running=4, waiting=0, own_in_flight=2)
+    # Two more from elsewhere: four running when this replica had two there, or the other
+    # replicas' own word.
+    if witness == "engine":
+        b.state.engine = engine(running=4, waiting=0, own_in_flight=2)
+    else:
+        b.state.exchanged = ExchangedLoad(in_flight=2, prefill_s=0.0, sampled_at=0.0)
     assert decode_s(route(), b, 100) == pytest.approx(100 * 0.02 * (1 + 0.5 * 4))
 
 
