@@ -10,11 +10,8 @@ from typing import Any
 
 import httpx
 
-from gateway.fleet.exchange import LoadExchange
-from gateway.fleet.registry import Fleet
-from gateway.prefix.redis_guard import script_client
-from gateway.settings import BackendSettings
 from tests.support.harness import MODEL, GatewayHandle
+from tests.support.load_exchange import exchange_on, fleet_of
 
 # Slow enough that a cold prompt of a few thousand tokens takes about a second to prefill.
 PREFILL_TPS = 4000.0
@@ -117,62 +114,12 @@ def test_without_the_exchange_the_other_replicas_load_is_unseen(
         slow.join()
 
 
-def _fleet(*ids: str) -> Fleet:
-    return Fleet.from_settings(
-        [BackendSettings(id=i, url=f"http://{i}.test:8000", models=[MODEL]) for i in ids]
-    )
-
-
-def _exchange(url: str, fleet: Fleet, key: bytes, replica: str, **kw: Any) -> LoadExchange:
-    client = script_client(url, max_connections=2, socket_timeout_s=0.2)
-    return LoadExchange(
-        client, fleet, key=key, replica_id=replica, interval_s=0.02, timeout_s=0.2, **kw
-    )
-
-
-def test_books_are_summed_over_replicas_and_a_silent_replica_ages_out(redis_url, unique_prefix):
-    async def scenario() -> None:
-        key = (unique_prefix + "replica-load").encode()
-        fleets = [_fleet("x", "y") for _ in range(3)]
-        ttl = {"ttl_s": 0.3}
-        a, b, c = (
-            _exchange(redis_url, fleet, key, name, **ttl)
-            for fleet, name in zip(fleets, "abc", strict=True)
-        )
-        try:
-            for fleet, n in ((fleets[0], 2), (fleets[1], 3)):
-                x = fleet.backends[0].state
-                x.in_flight = n
-                x.prefill.push(1.0, time.monotonic())
-            for exchange in (a, b, c):
-                assert await exchange.exchange()
-            seen = fleets[2].backends[0].state.exchanged
-            assert seen is not None
-            assert seen.in_flight == 5
-            assert 1.0 < seen.prefill_s <= 2.0
-            nothing = fleets[2].backends[1].state.exchanged
-            assert nothing is not None
-            assert nothing.in_flight == 0
-            assert c.replicas_seen == 2
-            await asyncio.sleep(0.4)  # a and b fall silent past the TTL
-            assert await c.exchange()
-            gone = fleets[2].backends[0].state.exchanged
-            assert gone is not None
-            assert gone.in_flight == 0
-            assert c.replicas_seen == 0
-        finally:
-            for exchange in (a, b, c):
-                await exchange.close()
-
-    asyncio.run(scenario())
-
-
 def test_redis_trouble_leaves_the_engine_gauges_and_never_raises(redis_server, unique_prefix):
     reported: list[tuple[int, bool]] = []
 
     async def scenario() -> None:
-        fleet = _fleet("x")
-        exchange = _exchange(
+        fleet = fleet_of("x")
+        exchange = exchange_on(
             redis_server.url,
             fleet,
             (unique_prefix + "replica-load").encode(),
