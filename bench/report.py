@@ -138,6 +138,7 @@ class RunSummary:
     tpot_sim: dict[str, float]
     speed_class_share: dict[str, float]
     fast_share: float
+    fast_share_warm: float
     gateway_share: dict[str, float]
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,9 +151,16 @@ def _pcts(values: Sequence[float], scale: float = 1.0) -> dict[str, float]:
 
 
 def summarize(
-    outcomes: Sequence[Outcome], deltas: Sequence[BackendDelta], time_scale: float
+    outcomes: Sequence[Outcome],
+    deltas: Sequence[BackendDelta],
+    time_scale: float,
+    warm_deltas: Sequence[BackendDelta] = (),
 ) -> RunSummary:
-    """Figures of a run: client latencies plus hit rate, shares and utilisation from backends."""
+    """Figures of a run: client latencies plus hit rate, shares and utilisation from backends.
+
+    `warm_deltas` are the backends' counters from the end of the warm-up to the end of the run:
+    the speed classes' shares of prefill once the gateway had time to learn the speeds.
+    """
     ok = [o for o in outcomes if o.ok]
     ttft = [t for o in outcomes if (t := o.ttft_or_censored) is not None]
     e2e = [o.e2e for o in ok if o.e2e is not None]
@@ -195,6 +203,7 @@ def summarize(
         tpot_sim=_pcts(per_request_mean_gaps(outcomes), scale),
         speed_class_share=classes,
         fast_share=fastest_share(classes),
+        fast_share_warm=fastest_share(speed_class_shares(warm_deltas)),
         gateway_share={str(g): n / sent for g, n in sorted(gateways.items())},
     )
 
@@ -238,6 +247,7 @@ FIGURES: dict[str, tuple[str, ...]] = {
     "itl_p50": ("itl_sim", "p50"),
     "itl_p99": ("itl_sim", "p99"),
     "fast_share": ("fast_share",),
+    "fast_share_warm": ("fast_share_warm",),
     "throughput": ("throughput_rps_sim",),
     "req_max_mean": ("request_max_over_mean",),
     "prefill_max_mean": ("prefill_max_over_mean",),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import shutil
@@ -9,10 +10,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -37,6 +39,9 @@ from bench.tables import LAG_WARN_S, plan_lines, policy_table, run_line
 _DRAIN_MIN_S = 30.0
 _DEADLINE_SPANS = 3.0
 _START_ATTEMPTS = 2
+# The counters are read again this far into the arrivals: what backends did after it is the
+# fleet once the gateway had time to learn it (the speed classes' shares after warm-up).
+WARMUP_FRACTION = 1 / 3
 _LAG_RERUNS = 2  # a run whose client send lag p99 exceeds LAG_WARN_S is rerun up to this often
 
 
@@ -145,14 +150,17 @@ def _attempt(
             deadline = _DEADLINE_SPANS * plan.span_s * fleet.time_scale + _DRAIN_MIN_S
             urls = tuple(env.gateway_urls)
             config = ReplayConfig(urls, MODEL, fleet.time_scale, deadline, deadline)
-            outcomes: list[Outcome] = run_async(Replayer(config, plan.workload.requests).run())
+            replayer = Replayer(config, plan.workload.requests)
+            warmup_s = WARMUP_FRACTION * plan.span_s * fleet.time_scale
+            outcomes, warm = run_async(_replay_marked(replayer, warmup_s, env.stats))
             after = env.stats()
     finally:
         if options.index == "redis":
             clean_redis(options.redis_url, prefix)
     record.pop("failed", None)
     deltas = backend_deltas(before, after)
-    record["summary"] = summarize(outcomes, deltas, fleet.time_scale).to_dict()
+    warm_deltas = backend_deltas(warm, after)
+    record["summary"] = summarize(outcomes, deltas, fleet.time_scale, warm_deltas).to_dict()
     record["backends"] = [dataclasses.asdict(d) for d in deltas]
     # The backends' prompt tokens over the plan's offline count: 1.0 when the benchmark
     # tokenizes exactly as the simulator does (lower when requests failed before prefill).
@@ -161,6 +169,19 @@ def _attempt(
     record["ttft_sim"] = [
         round(t / fleet.time_scale, 6) for o in outcomes if (t := o.ttft_or_censored) is not None
     ]
+
+
+_T = TypeVar("_T")
+
+
+async def _replay_marked(
+    replayer: Replayer, mark_s: float, take: Callable[[], _T]
+) -> tuple[Sequence[Outcome], _T]:
+    """Run the replay, and `take()` once `mark_s` wall seconds of its schedule have passed."""
+    replay = asyncio.create_task(replayer.run())
+    await asyncio.sleep(mark_s)  # a point in the arrival schedule, not a synchronisation
+    marked = await asyncio.to_thread(take)
+    return await replay, marked
 
 
 def run_benchmark(options: Options, argv: list[str]) -> int:

@@ -29,7 +29,7 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("util max", "util_max", "%"),
     ("errors", "errors", ".0f"),
 )
-_FAST_COLUMN = ("fast share", "fast_share", "%")
+_FAST_COLUMNS = (("fast share", "fast_share", "%"), ("after warm-up", "fast_share_warm", "%"))
 
 
 def cell(s: Spread, fmt: str) -> str:
@@ -49,7 +49,7 @@ def policy_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
     A heterogeneous fleet adds the fastest speed class's share of prefill tokens.
     """
     hetero = any(not math.isnan(r.get("fast_share", math.nan)) for v in runs.values() for r in v)
-    columns = (*_COLUMNS, _FAST_COLUMN) if hetero else _COLUMNS
+    columns = (*_COLUMNS, *_FAST_COLUMNS) if hetero else _COLUMNS
     header = ["policy", "runs", *(c[0] for c in columns)]
     rows = [header]
     for policy, policy_runs in runs.items():
@@ -87,6 +87,8 @@ def run_line(record: Mapping[str, Any]) -> str:
         text += f"  !! backends saw {agreement:.3f}x the offline prompt tokens"
     if not math.isnan(s.get("fast_share", math.nan)):
         text += f"  fast share {s['fast_share']:.1%}"
+        if not math.isnan(s.get("fast_share_warm", math.nan)):
+            text += f" ({s['fast_share_warm']:.1%} after warm-up)"
     cpus = os.cpu_count() or 1
     if s["send_lag_p99_s"] > LAG_WARN_S:
         text += (

@@ -81,6 +81,27 @@ def _run(p50: float, p99: float, fast: float = math.nan, e2e99: float = 1.0) -> 
     }
 
 
+def test_fast_share_after_warm_up_from_the_later_counters() -> None:
+    whole = [
+        BackendDelta("b0", 2, 100, 0, 1.0, 0, prefill_tps=1000.0),
+        BackendDelta("b1", 2, 100, 0, 1.0, 0, prefill_tps=2000.0),
+    ]
+    warm = [
+        BackendDelta("b0", 1, 30, 0, 1.0, 0, prefill_tps=1000.0),
+        BackendDelta("b1", 1, 70, 0, 1.0, 0, prefill_tps=2000.0),
+    ]
+    outcomes = [Outcome(0, 0.0, ttft=0.1, e2e=1.0)]
+    s = summarize(outcomes, whole, 1.0, warm)
+    assert s.fast_share == pytest.approx(0.5)
+    assert s.fast_share_warm == pytest.approx(0.7)
+    assert math.isnan(summarize(outcomes, whole, 1.0).fast_share_warm)
+    # The check reads the share after warm-up where the run measured one.
+    runs = {"profile": [{**_run(0.05, 0.5, fast=0.5), "fast_share_warm": 0.7}]}
+    ctx = CheckContext(0.02, speed_classes=2, tell_speeds="equal")
+    checks = {c.name: c for c in workload_checks("x", 0.9, runs, ctx)}
+    assert checks["profile: fastest class carries >= 60% of prefill tokens"].passed
+
+
 def test_heterogeneous_checks() -> None:
     runs = {
         "profile": [_run(0.05, 0.5, fast=0.64)],
