@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from gateway.fleet.exchange import ALONE_INTERVAL_S
 from tests.support.load_exchange import exchange_on, fleet_of
 
 
@@ -32,12 +33,14 @@ def test_books_are_summed_over_replicas_and_a_silent_replica_ages_out(index_url,
             assert nothing is not None
             assert nothing.in_flight == 0
             assert c.replicas_seen == 2
+            assert c.next_interval_s() == 0.02
             await asyncio.sleep(0.4)  # a and b fall silent past the TTL
             assert await c.exchange()
             gone = fleets[2].backends[0].state.exchanged
             assert gone is not None
             assert gone.in_flight == 0
             assert c.replicas_seen == 0
+            assert c.next_interval_s() == ALONE_INTERVAL_S  # nobody else: it calls less often
         finally:
             for exchange in (a, b, c):
                 await exchange.close()
