@@ -160,16 +160,28 @@ class SimEngine:
         self._hit_window.append((ticket.cached, n_tokens))
         self._notify()
 
+    def cache_computed(self, ticket: Ticket) -> None:
+        """Cache (and pin) the full blocks of the ticket's prompt computed so far.
+
+        vLLM caches a request's full blocks step by step as its chunked prefill goes, so a
+        request admitted while a long prompt is still being prefilled reuses what is done.
+        """
+        if ticket.cache_generation != self.cache.generation:
+            return
+        done = min(len(ticket.hashes), ticket.computed // self.config.block_size)
+        if done <= ticket.held:
+            return
+        self.cache.acquire(ticket.hashes[ticket.held : done])
+        shared = done - ticket.held  # these blocks now live in the cache, not privately
+        ticket.held = done
+        ticket.blocks -= shared
+        self._private_blocks -= shared
+        self._count_blocks()
+
     def complete_prefill(self, ticket: Ticket) -> None:
         """The prompt is computed: cache (and pin) its full blocks; the first token exists."""
         ticket.computed = ticket.prompt_tokens
-        if ticket.cache_generation == self.cache.generation:
-            self.cache.acquire(ticket.hashes[ticket.held :])
-            shared = len(ticket.hashes) - ticket.held  # its full blocks now live in the cache
-            ticket.held = len(ticket.hashes)
-            ticket.blocks -= shared
-            self._private_blocks -= shared
-            self._count_blocks()
+        self.cache_computed(ticket)
         free = self.zero_latency or self.decode_free
         ticket.generated = ticket.max_tokens if free else 1
         self.wake(ticket)
@@ -192,6 +204,7 @@ class SimEngine:
         if record.prefill_tokens:
             stats.prefill_busy_seconds += wall_s
         self.recent_steps.append(record)
+        self._notify()
 
     # ---- admin and observation --------------------------------------------------------------
     def reset_cache(self, *, restart: bool) -> None:

@@ -174,6 +174,8 @@ class BatchScheduler:
             ticket.computed += n
             if ticket.prefilled:
                 engine.complete_prefill(ticket)
+            else:
+                engine.cache_computed(ticket)
         for ticket in decodes:
             if ticket.state is running:
                 ticket.generated += 1

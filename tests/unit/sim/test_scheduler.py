@@ -192,6 +192,19 @@ async def test_a_second_request_sharing_a_prefix_hits_after_the_first_prefill() 
     assert engine.stats.prefix_cache_hits_tokens == 784
 
 
+async def test_a_prompt_still_in_chunked_prefill_shares_the_blocks_it_has_computed() -> None:
+    # Real time (0.2 s per 2048-token step), so the follower comes while the leader's third
+    # chunk runs: it is admitted with the leader's last chunk and reuses the 6144 tokens done.
+    engine = make(time_scale=1.0)
+    leader = asyncio.create_task(generate(engine, "long", 8000, 1))
+    done = await asyncio.to_thread(engine.wait_for, lambda s: s.steps_total >= 2, 10.0)
+    assert done
+    follower = await generate(engine, "long", 8000, 1)
+    await leader
+    assert 4096 <= follower.cached < 7984  # some of it, not yet all of it
+    assert follower.cached % 16 == 0
+
+
 async def test_decode_free_engines_release_tokens_with_the_first() -> None:
     engine = make(decode_s_per_token=0.0)
     ticket = await generate(engine, "free", 64, 30)
