@@ -101,8 +101,9 @@ class CircuitBreaker:
         self._probing = True
         return Admission.PROBE
 
-    def record(self, admission: Admission, ok: bool, now: float) -> None:
-        """The verdict of an attempt admitted as `admission`."""
+    def record(self, admission: Admission, ok: bool, now: float, ended_run: int = 0) -> None:
+        """The verdict of an attempt admitted as `admission` (`ended_run`: what its head's
+        `answered` returned)."""
         if admission is Admission.PROBE:
             self._probing = False
             if ok:
@@ -117,7 +118,7 @@ class CircuitBreaker:
             self._consecutive = 0
             bucket[1] += 1
             return
-        self._consecutive += 1
+        self._consecutive = max(self._consecutive, ended_run) + 1
         bucket[2] += 1
         settings = self._settings
         if self._consecutive >= settings.consecutive_failures:
@@ -127,16 +128,20 @@ class CircuitBreaker:
         if total >= settings.min_requests and failed >= settings.failure_rate * total:
             self._open(now, f"{failed} of {total} attempts failed in {settings.window_s:g} s")
 
-    def answered(self, admission: Admission) -> None:
+    def answered(self, admission: Admission) -> int:
         """The backend sent a good response head to an attempt that has not ended yet.
 
         It is serving, so failures before this one are not consecutive with those after it.
         Streams last seconds while failures come back at once: counted only by when attempts
         end, a few quick 500s among many long streams in flight would read as consecutive.
-        The attempt's verdict still comes when it ends (a probe's only then).
+        The attempt's verdict still comes when it ends (a probe's only then). Returns the
+        failures in a row it ended: if this attempt fails after all (a stream broken off),
+        its head proved nothing and `record` takes them back.
         """
-        if admission is Admission.NORMAL:
-            self._consecutive = 0
+        if admission is not Admission.NORMAL:
+            return 0
+        ended, self._consecutive = self._consecutive, 0
+        return ended
 
     def release(self, admission: Admission) -> None:
         """An admitted attempt ended without a verdict (a probe goes back to waiting)."""

@@ -244,13 +244,14 @@ class Forwarder:
         body, strip_usage = upstream_body(request, backend)
         # Every attempt is counted once, by how it ended, and judged once by its breaker.
         result = "error"
+        ended_run = 0
         try:
             response = await self._send(url, body, headers, attempt)
             try:
                 if response.status != 200:
                     result = f"status_{response.status}"
                     await self._upstream_error(backend, response)
-                backend.state.breaker.answered(attempt.admission)
+                ended_run = backend.state.breaker.answered(attempt.admission)
                 if request.stream:
                     result = await self._relay_stream(
                         request, attempt, response, send, outcome, observer, strip_usage
@@ -269,7 +270,7 @@ class Forwarder:
             raise
         finally:
             self._metrics.count_attempt(backend.id, result)
-            self._judge(attempt, result)
+            self._judge(attempt, result, ended_run)
 
     async def _send(
         self, url: str, body: bytes, headers: list[tuple[bytes, bytes]], attempt: _Attempt
@@ -290,13 +291,13 @@ class Forwarder:
             error = GatewayError(502, f"Backend {backend.id} is unreachable: {exc}")
             raise _Failed(error, "unavailable") from exc
 
-    def _judge(self, attempt: _Attempt, result: str) -> None:
+    def _judge(self, attempt: _Attempt, result: str, ended_run: int) -> None:
         breaker = attempt.backend.state.breaker
         verdict = healthy(result)
         if verdict is None:
             breaker.release(attempt.admission)
         else:
-            breaker.record(attempt.admission, verdict, time.monotonic())
+            breaker.record(attempt.admission, verdict, time.monotonic(), ended_run)
 
     async def _upstream_error(self, backend: Backend, response: UpstreamResponse) -> NoReturn:
         try:

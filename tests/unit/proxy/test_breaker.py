@@ -63,6 +63,20 @@ def test_a_good_head_of_an_attempt_still_in_flight_breaks_the_run_of_failures():
     assert b.state(0.0) is BreakerState.OPEN
 
 
+def test_streams_that_break_after_a_good_head_still_open_it():
+    # Every stream answers, then breaks off: each head ended the run, and each failure of
+    # that same attempt takes the run back, so they count as consecutive after all.
+    b = breaker(min_requests=100)
+    for now in (0.0, 1.0):
+        attempt = b.admit(now)
+        ended = b.answered(attempt)
+        b.record(attempt, False, now, ended)
+        assert b.state(now) is BreakerState.CLOSED
+    attempt = b.admit(2.0)
+    b.record(attempt, False, 2.0, b.answered(attempt))
+    assert b.state(2.0) is BreakerState.OPEN
+
+
 def test_a_good_head_does_not_decide_a_probe():
     b = breaker()
     fail(b, 0.0, 3)
