@@ -51,6 +51,7 @@ from bench.soak_clients import (  # noqa: E402
 MODEL = "sim-llama-8b"
 RSS_FROM_S = 60.0  # RSS growth is measured from minute 1 (imports, pools and caches warm)
 SETTLE_S = 30.0  # how long the end state may take to settle (keep-alive expiry is 4 s)
+CLIENT_KEEPALIVE_S = 4.0  # below the gateway's server.keepalive_timeout_s default (5 s)
 IDLE_SAMPLE_S = 3.0  # before the load: the probe pool's own upstream connections, sampled
 LAG_TICK_S = 0.05  # the client's event-loop lag is how late a sleep of this length wakes
 MUST_BE_ZERO = ("error_before_content", "transport_error", "truncated")
@@ -236,7 +237,15 @@ class Soak:
             groups=a.groups, system_bytes=a.system_bytes, deadline=deadline,
             max_requests_per_worker=100_000,
         )  # fmt: skip
-        limits = httpx.Limits(max_connections=a.streams, max_keepalive_connections=a.streams)
+        # Pooled connections expire before the gateway closes them idle (its
+        # server.keepalive_timeout_s, 5 s), as the gateway's own pool does towards engines:
+        # httpx's default expiry is the same 5 s, so a connection could be reused just as the
+        # gateway closed it, and a POST on it fails with no answer.
+        limits = httpx.Limits(
+            max_connections=a.streams,
+            max_keepalive_connections=a.streams,
+            keepalive_expiry=CLIENT_KEEPALIVE_S,
+        )
         timeout = httpx.Timeout(120.0, connect=10.0)
         stop = asyncio.Event()
         monitor = asyncio.create_task(self.monitor(t0, stop))
