@@ -76,7 +76,7 @@ class Placement:
         state = backend.state
         now = time.monotonic()
         # Others' requests waiting there would make this one's prefill look slow.
-        self._queued = state.foreign_prefill_s(now, 1.0) > 0
+        self._queued = state.others_waiting(now)
         self._prefill_began = None
         self._first_byte_at = None
         self._settled = False
@@ -171,8 +171,7 @@ def running_batch(backend: Backend) -> float:
     replicas' books, or the engine's)."""
     state = backend.state
     engine = state.engine
-    exchanged = state.exchanged.in_flight if state.exchanged is not None else 0.0
-    own = max(1.0, state.in_flight + exchanged)
+    own = max(1.0, state.in_flight + state.exchanged_in_flight)
     return max(own, engine.running) if engine is not None else own
 
 

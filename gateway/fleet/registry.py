@@ -63,11 +63,21 @@ class BackendState:
         streamed = (self.decoding * now - self.decoding_since_sum) / itl_s if itl_s > 0 else 0.0
         return max(0.0, self.decode_tokens_ahead - streamed)
 
+    @property
+    def exchanged_in_flight(self) -> float:
+        """Requests the other gateway replicas said they have in flight here (0 if unheard)."""
+        return self.exchanged.in_flight if self.exchanged is not None else 0.0
+
     def foreign_requests(self) -> float:
         """Requests others sent here: the engine's gauges or the other replicas' own word."""
         engine = self.engine.foreign_requests if self.engine is not None else 0.0
-        exchanged = self.exchanged.in_flight if self.exchanged is not None else 0.0
-        return max(engine, exchanged)
+        return max(engine, self.exchanged_in_flight)
+
+    def others_waiting(self, now: float) -> bool:
+        """Whether prefills others sent are ahead here (engine gauge or the replicas' books)."""
+        if self.engine is not None and self.engine.foreign_waiting > 0:
+            return True
+        return self.exchanged is not None and self.exchanged.prefill_s_at(now) > 0
 
     def foreign_prefill_s(self, now: float, typical_s: float) -> float:
         """Seconds of prefill others sent here still ahead (waiting requests at `typical_s`).

@@ -16,7 +16,7 @@ def backend_load(backend: Backend) -> float:
     """Requests on a backend: the gateway's own and others' it heard of, or the engine's count
     when it reports more."""
     state = backend.state
-    local = state.in_flight + (state.exchanged.in_flight if state.exchanged is not None else 0.0)
+    local = state.in_flight + state.exchanged_in_flight
     engine = state.engine
     if engine is None:
         return local
