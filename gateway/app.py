@@ -88,7 +88,7 @@ class GatewayApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    await self.deps.start()
+                    await self.runtime.start()
                 except Exception as exc:  # report any start failure to the server, then stop
                     log.exception("gateway failed to start")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})

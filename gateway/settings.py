@@ -19,6 +19,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.fleet.dns_settings import DiscoverySettings
+
 CONFIG_ENV = "GATEWAY_CONFIG"
 EngineKind = Literal["vllm", "sglang", "tgi", "openai"]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -278,7 +280,9 @@ class GatewaySettings(BaseSettings):
     health: HealthSettings = HealthSettings()
     calibration: CalibrationSettings = CalibrationSettings()
     routing: RoutingSettings = RoutingSettings()
-    backends: Annotated[list[BackendSettings], Field(min_length=1)]
+    # Backends found through DNS (gateway/fleet/discovery.py); before `backends`, which reads it.
+    discovery: DiscoverySettings = DiscoverySettings()
+    backends: list[BackendSettings]
 
     @classmethod
     def settings_customise_sources(
@@ -291,6 +295,14 @@ class GatewaySettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment first: it overrides what the file says.
         return (env_settings, init_settings)
+
+    @field_validator("backends")
+    @classmethod
+    def _some_backend(cls, backends: list[BackendSettings], info: ValidationInfo) -> Any:
+        discovery = info.data.get("discovery")
+        if not backends and (discovery is None or not discovery.groups):
+            raise ValueError("at least one backend is needed (or a discovery.groups entry)")
+        return backends
 
     @model_validator(mode="after")
     def _unique_backend_ids(self) -> GatewaySettings:

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from gateway.deps import Deps, activate, rebuild_deps, retire, reuse_backends
+from gateway.fleet.discovery import DnsDiscovery, Resolver, system_resolver
 from gateway.fleet.registry import Backend
 from gateway.server.lifecycle import Lifecycle
 from gateway.settings import ConfigError, GatewaySettings, load_settings
@@ -30,16 +31,31 @@ class Runtime:
     A reload builds a new container (backends whose settings did not change keep their
     objects, so their learned calibration and live state), starts it, swaps the reference,
     then retires the old one: requests in flight finish on the backends they were sent to.
+    Backends found through DNS (`discovery:`) join and leave through the same swap.
     """
 
-    def __init__(self, deps: Deps, config_path: str | None = None) -> None:
+    def __init__(
+        self, deps: Deps, config_path: str | None = None, resolver: Resolver | None = None
+    ) -> None:
         self.deps = deps
         self.config_path = config_path
+        # The configuration as given (static backends only); `deps.settings` adds the found ones.
+        self._given = deps.settings
+        self.discovery = DnsDiscovery(resolver or system_resolver, self._follow_discovery)
         self.lifecycle = Lifecycle()
         self._known: dict[str, Backend] = {b.id: b for b in deps.fleet.backends}
         self._drained: set[str] = set()
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Start the container; with DNS groups configured, resolve them and follow changes."""
+        await self.deps.start()
+        if self._given.discovery.groups:
+            await self.apply(self._given, reason="discovery: first resolution")
+
+    async def _follow_discovery(self) -> None:
+        await self.apply(self._given, reason="discovery: fleet changed")
 
     @property
     def drained(self) -> frozenset[str]:
@@ -59,9 +75,17 @@ class Runtime:
             return ReloadResult(False, str(exc))
         return await self.apply(settings)
 
-    async def apply(self, settings: GatewaySettings) -> ReloadResult:
+    async def apply(
+        self, settings: GatewaySettings, reason: str = "configuration reloaded"
+    ) -> ReloadResult:
         """Swap in `settings` (already validated) without dropping requests."""
         async with self._lock:
+            self._given = settings
+            if self.discovery.configure(settings.discovery):
+                await self.discovery.refresh()  # a new group: its backends join in this swap
+            if settings.discovery.groups:
+                self.discovery.start()
+            settings = self.discovery.expand(settings)
             before = {b.id for b in self.deps.fleet.backends} | self._drained
             backends = reuse_backends(settings, self._known)
             self._known = {b.id: b for b in backends}
@@ -69,7 +93,7 @@ class Runtime:
             await self._swap(settings)
         after = set(self._known)
         added, removed = tuple(sorted(after - before)), tuple(sorted(before - after))
-        message = f"configuration reloaded: {len(after)} backends"
+        message = f"{reason}: {len(after)} backends"
         log.info("%s (added %s, removed %s)", message, list(added), list(removed))
         return ReloadResult(True, message, added, removed)
 
@@ -99,6 +123,7 @@ class Runtime:
 
     async def close(self) -> None:
         """Close the current container (and any still retiring)."""
+        await self.discovery.close()
         for task in list(self._retiring):
             task.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)
