@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,11 +118,14 @@ class Stack:
         self._stack.callback(child.stop)
         return child
 
-    def start_backend(self, timeout_s: float = 30.0) -> tuple[str, int]:
-        """One zero-latency simulated backend; returns its URL and pid."""
+    def start_backend(
+        self, timeout_s: float = 30.0, timing: Sequence[str] = ("--zero-latency",)
+    ) -> tuple[str, int]:
+        """One simulated backend (zero-latency unless `timing` says otherwise); returns its
+        URL and pid."""
         port = self._port()
         argv = [*gateway_command(), "sim", "--backends", "1", "--base-port", str(port)]
-        argv += ["--zero-latency", "--model", self.model, "--host", LOOPBACK]
+        argv += [*timing, "--model", self.model, "--host", LOOPBACK]
         child = self._child("backend", argv)
         url = f"http://{LOOPBACK}:{port}"
 

@@ -44,6 +44,10 @@ def event_start(block: bytes, position: int) -> int:
 
 def event_end(block: bytes, position: int) -> int:
     """Where the event holding `position` ends: just past its blank line, or the block's end."""
+    lf = block.find(b"\n\n", position)
+    # As in `event_start`: the regex only when a CR comes before the LF boundary.
+    if block.find(b"\r", position, len(block) if lf < 0 else lf) < 0:
+        return len(block) if lf < 0 else lf + 2
     found = EVENT_END.search(block, position)
     return len(block) if found is None else found.end()
 

@@ -13,6 +13,7 @@ from gateway.proxy.sse import data_payload, event_end, event_start, last_event_s
 _USAGE_KEY = b'"usage"'
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
+_FINISH_KEY = b'"finish_reason"'
 _FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
 
 
@@ -88,8 +89,8 @@ class UsageReader:
         if payload is not None and _EMPTY_CHOICES.search(payload):
             block = _without_usage_event(block, start, end, payload)
         if self.usage is None:
-            tail = last_event_start(block)
-            if _FINISHED.search(block, tail):
+            tail = _finishing_tail(block)
+            if tail >= 0:
                 self._held = block[tail:]
                 return block[:tail]
         return block
@@ -108,6 +109,29 @@ def _last_usage(block: bytes) -> int:
     return found
 
 
+def _finishing_tail(block: bytes) -> int:
+    """Where the last event of `block` starts if it finishes a choice; -1 if it does not.
+
+    Runs on every block of a stripped stream, so it starts from the last `finish_reason` key
+    (a search from the end) and cuts the block into events only when that key or one before
+    it could lie in the last event.
+    """
+    last = block.rfind(_FINISH_KEY)
+    if last < 0:
+        return -1
+    if _FINISHED.match(block, last) is not None:
+        tail = last_event_start(block)
+        return tail if last >= tail else -1
+    # Its last choice goes on; another choice of the same event may finish (n > 1).
+    earlier = block.rfind(_FINISH_KEY, 0, last)
+    if earlier < 0:
+        return -1
+    tail = last_event_start(block)
+    if earlier < tail or _FINISHED.search(block, tail) is None:
+        return -1
+    return tail
+
+
 def _without_usage_event(block: bytes, start: int, end: int, usage_payload: bytes) -> bytes:
     """`block` without its usage event at `start:end`; the event before it, if it finishes a
     choice, given the usage chunk's top-level fields it lacks (the engine moved them)."""
@@ -115,23 +139,26 @@ def _without_usage_event(block: bytes, start: int, end: int, usage_payload: byte
     if not start:
         return rest
     previous = last_event_start(block, start)
-    if _FINISHED.search(block, previous, start) is None:
-        return block[:start] + rest
-    try:
-        usage = orjson.loads(usage_payload)
-    except orjson.JSONDecodeError:
-        return block[:start] + rest
-    if not isinstance(usage, dict):
-        return block[:start] + rest
-    # A key of the event's own object is `"key":` in its bytes; inside a string value the
-    # quote would be escaped. Only a nested object with the same key could hide one.
-    extra = b"".join(
-        b"," + orjson.dumps(key) + b":" + orjson.dumps(value)
-        for key, value in usage.items()
-        if key not in ("usage", "choices")
-        and block.find(b'"%s":' % key.encode(), previous, start) < 0
-    )
-    if not extra:
+    moved = b""
+    if _FINISHED.search(block, previous, start) is not None:
+        moved = _moved_fields(usage_payload, data_payload(block[previous:start]))
+    if not moved:
         return block[:start] + rest
     close = block.rindex(b"}", previous, start)
-    return b"".join((block[:close], extra, block[close:start], rest))
+    return b"".join((block[:close], moved, block[close:start], rest))
+
+
+def _moved_fields(usage_payload: bytes, final_payload: bytes | None) -> bytes:
+    """The usage chunk's top-level fields that the final chunk lacks, as members to append."""
+    try:
+        usage = orjson.loads(usage_payload)
+        final = orjson.loads(final_payload or b"")
+    except orjson.JSONDecodeError:
+        return b""
+    if not isinstance(usage, dict) or not isinstance(final, dict):
+        return b""
+    return b"".join(
+        b"," + orjson.dumps(key) + b":" + orjson.dumps(value)
+        for key, value in usage.items()
+        if key not in final and key not in ("usage", "choices")
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
@@ -105,3 +107,34 @@ def test_finish_held_back_goes_out_at_the_end_without_usage() -> None:
     out = reader.feed(b"".join(events))
     assert out == b"".join(events[:-1])
     assert reader.flush() == events[-1]
+
+
+def spaced_sse(data: dict[str, object]) -> bytes:
+    """An event as Python's json.dumps writes it (a space after each colon and comma)."""
+    return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
+def test_an_event_finishing_one_of_several_choices_gets_the_moved_fields() -> None:
+    # One event, two choices: the first finishes, the last goes on (its finish_reason is null).
+    both = [finish(0), token("c", 1)]
+    reader = UsageReader(strip=True)
+    out = reader.feed(sse(chunk([token("a", 0)])) + sse(chunk(both)))
+    assert out == sse(chunk([token("a", 0)]))
+    out += reader.feed(sse(chunk([], system_fingerprint="fp", usage=USAGE)))
+    assert out == sse(chunk([token("a", 0)])) + sse(chunk(both, system_fingerprint="fp"))
+
+
+def test_a_finish_followed_by_another_choice_is_not_held() -> None:
+    reader = UsageReader(strip=True)
+    block = sse(chunk([finish(0)])) + sse(chunk([token("c", 1)]))
+    assert reader.feed(block) == block
+    assert reader.flush() == b""
+
+
+def test_spaced_json_finish_is_held_until_usage_shows() -> None:
+    reader = UsageReader(strip=True)
+    final = spaced_sse(chunk([finish()]))
+    assert reader.feed(spaced_sse(chunk([token("a")])) + final) == spaced_sse(chunk([token("a")]))
+    out = reader.feed(spaced_sse(chunk([], system_fingerprint="fp", usage=USAGE)))
+    close = final.rindex(b"}")
+    assert out == final[:close] + b',"system_fingerprint":"fp"' + final[close:]
