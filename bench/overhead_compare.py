@@ -146,7 +146,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def summary(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """Medians per request kind and commit, and the change from before to after."""
+    """Medians per request kind and commit, and the change from before to after (the median
+    of each round's after/before ratio)."""
     rows = []
     for request in REQUESTS:
         medians = {
@@ -156,14 +157,17 @@ def summary(data: dict[str, Any]) -> list[dict[str, Any]]:
             }
             for side in ("before", "after")
         }
-        before, after = medians["before"], medians["after"]
+        # Each round's two runs met the same machine: the change is the median of the rounds'
+        # own ratios, which drift across rounds (other jobs starting) does not bias.
+        runs = data["runs"]
+        pairs = list(zip(runs["before"][request.name], runs["after"][request.name], strict=True))
         rows.append(
             {
                 "request": request.name,
-                "before": before,
-                "after": after,
-                "cpu_change": after["cpu_us"] / before["cpu_us"] - 1.0,
-                "rps_change": after["rps"] / before["rps"] - 1.0,
+                "before": medians["before"],
+                "after": medians["after"],
+                "cpu_change": statistics.median(a["cpu_us"] / b["cpu_us"] for b, a in pairs) - 1,
+                "rps_change": statistics.median(a["rps"] / b["rps"] for b, a in pairs) - 1,
             }
         )
     return rows
@@ -173,7 +177,7 @@ def table(refs: dict[str, str], rows: list[dict[str, Any]]) -> str:
     """The medians as a Markdown table."""
     lines = [
         f"| request | {refs['before']} req/s, CPU/request | {refs['after']} req/s, "
-        "CPU/request | change CPU, req/s |",
+        "CPU/request | change CPU, req/s (median of rounds' ratios) |",
         "|---|---|---|---|",
     ]
     for row in rows:

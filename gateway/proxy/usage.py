@@ -114,7 +114,7 @@ def _finishing_tail(block: bytes) -> int:
 
     Runs on every block of a stripped stream, so it starts from the last `finish_reason` key
     (a search from the end) and cuts the block into events only when that key or one before
-    it could lie in the last event.
+    it could lie in the last event: a block of token chunks costs a few byte searches.
     """
     last = block.rfind(_FINISH_KEY)
     if last < 0:
@@ -124,8 +124,8 @@ def _finishing_tail(block: bytes) -> int:
         return tail if last >= tail else -1
     # Its last choice goes on; another choice of the same event may finish (n > 1).
     earlier = block.rfind(_FINISH_KEY, 0, last)
-    if earlier < 0:
-        return -1
+    if earlier < 0 or block.find(b"\n\n", earlier, last) >= 0:
+        return -1  # none, or only in events before the last (a blank line lies between)
     tail = last_event_start(block)
     if earlier < tail or _FINISHED.search(block, tail) is None:
         return -1
