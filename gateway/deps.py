@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from gateway.admission.stage import StagedRouter
 from gateway.fleet.breaker import CircuitBreaker
 from gateway.fleet.exchange import LoadExchange
 from gateway.fleet.poller import FleetPoller
@@ -226,7 +227,9 @@ def _assemble(
 
     for backend in fleet.backends:
         health_changed(backend)
-    router = build_router(settings.routing, random.Random())
+    router = StagedRouter.from_settings(
+        build_router(settings.routing, random.Random()), settings.admission
+    )
     calibration = settings.calibration
     deps = Deps(
         settings=settings,

@@ -214,6 +214,105 @@ class RoutingSettings(StrictModel):
         return self
 
 
+TierName = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
+ServiceTier = Literal["auto", "default", "flex", "priority"]
+
+
+class LaneSettings(StrictModel):
+    """A context-length lane: requests whose estimated context is at most `up_to_tokens`
+    (the last lane may leave it unset) go to `pools`, or to `spill` when those are full."""
+
+    name: TierName
+    up_to_tokens: PositiveInt | None = None
+    pools: Annotated[list[str], Field(min_length=1)]
+    spill: list[str] = []
+
+
+class LimitSettings(StrictModel):
+    """Per-tenant limits (unset: no limit)."""
+
+    requests_per_min: PositiveInt | None = None
+    tokens_per_min: PositiveInt | None = None
+    max_concurrent: PositiveInt | None = None
+
+
+class TierSettings(StrictModel):
+    """A service tier: where its requests may go, how they queue, how long they may take.
+
+    `rank` orders tiers in the admission queue (lower first); `engine_priority` is passed
+    to engines that take one (vLLM's `priority`, lower is sooner).
+    """
+
+    pools: list[str] | None = None
+    rank: Annotated[int, Field(ge=0, le=100)] = 1
+    engine_priority: int | None = None
+    first_byte_timeout_s: PositiveFloat | None = None
+    max_queue_wait_s: Annotated[float, Field(ge=0)] = 10.0
+    reject_status: Literal[429, 503] = 503
+    limits: LimitSettings = LimitSettings()
+
+
+def _default_tiers() -> dict[str, TierSettings]:
+    return {"standard": TierSettings()}
+
+
+class AdmissionSettings(StrictModel):
+    """Tiers, lanes and the admission queue in front of routing."""
+
+    default_output_tokens: PositiveInt = 256
+    lanes: list[LaneSettings] = []
+    tiers: dict[TierName, TierSettings] = Field(default_factory=_default_tiers)
+    default_tier: TierName = "standard"
+    # OpenAI's `service_tier` values and the tier each one asks for (`auto`: the key's own).
+    service_tiers: dict[Literal["default", "flex", "priority"], TierName] = {}
+    # Aging: a waiting request gains one rank per this many seconds, so none starves.
+    aging_s: PositiveFloat = 5.0
+
+    @model_validator(mode="after")
+    def _names_exist(self) -> AdmissionSettings:
+        tiers = set(self.tiers)
+        for where, name in [("default_tier", self.default_tier)] + [
+            (f"service_tiers.{k}", v) for k, v in self.service_tiers.items()
+        ]:
+            if name not in tiers:
+                raise ValueError(f"admission.{where} {name!r} is not in admission.tiers")
+        for lane in self.lanes[:-1]:
+            if lane.up_to_tokens is None:
+                raise ValueError(f"lane {lane.name!r}: only the last lane may omit up_to_tokens")
+        bounds = [lane.up_to_tokens for lane in self.lanes if lane.up_to_tokens is not None]
+        if bounds != sorted(set(bounds)):
+            raise ValueError("admission.lanes must be in increasing up_to_tokens order")
+        return self
+
+
+class ApiKeySettings(StrictModel):
+    """One client API key, by its SHA-256 (hex), with its tenant and tiers."""
+
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    tenant: TierName
+    tier: TierName | None = None
+    tiers: list[TierName] = []
+
+
+class TenantSettings(StrictModel):
+    """A tenant's own limits (over its tier's) and its weight among tenants of a tier."""
+
+    limits: LimitSettings | None = None
+    weight: PositiveFloat = 1.0
+
+
+class AuthSettings(StrictModel):
+    """Client API keys. Keys may also come from `keys_file` (a YAML list of key entries) or
+    the environment variable named by `keys_env` (the same list as JSON)."""
+
+    enabled: bool = False
+    keys: list[ApiKeySettings] = []
+    keys_file: Path | None = None
+    keys_env: str | None = None
+    default_tenant: TierName = "default"
+    tenants: dict[TierName, TenantSettings] = {}
+
+
 class BackendSettings(StrictModel):
     """One model server of the fleet."""
 
@@ -282,6 +381,8 @@ class GatewaySettings(BaseSettings):
     routing: RoutingSettings = RoutingSettings()
     # Backends found through DNS (gateway/fleet/discovery.py); before `backends`, which reads it.
     discovery: DiscoverySettings = DiscoverySettings()
+    admission: AdmissionSettings = AdmissionSettings()
+    auth: AuthSettings = AuthSettings()
     backends: list[BackendSettings]
 
     @classmethod
@@ -311,6 +412,11 @@ class GatewaySettings(BaseSettings):
             if backend.id in seen:
                 raise ValueError(f"backend id {backend.id!r} appears more than once")
             seen.add(backend.id)
+        tiers = set(self.admission.tiers)
+        for i, key in enumerate(self.auth.keys):
+            for name in [key.tier, *key.tiers]:
+                if name is not None and name not in tiers:
+                    raise ValueError(f"auth.keys.{i}: tier {name!r} is not in admission.tiers")
         return self
 
 
