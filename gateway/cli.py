@@ -1,4 +1,4 @@
-"""The `prefix-gateway` command: serve, check-config, sim."""
+"""The `prefix-gateway` command: serve, check-config, hash-key, sim."""
 
 from __future__ import annotations
 
@@ -66,6 +66,17 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hash_key(args: argparse.Namespace) -> int:
+    from gateway.admission.keys import hash_key
+
+    key = args.key if args.key is not None else sys.stdin.readline().strip()
+    if not key:
+        print("no key given (pass it as an argument or on standard input)", file=sys.stderr)
+        return 2
+    print(hash_key(key))
+    return 0
+
+
 def _sim(args: argparse.Namespace) -> int:
     from gateway.sim.cli import run_sim
 
@@ -98,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
     check.set_defaults(func=_check_config)
+
+    hashing = commands.add_parser(
+        "hash-key", help="print the SHA-256 of an API key for auth.keys[].sha256"
+    )
+    hashing.add_argument("key", nargs="?", help="the key (default: read from standard input)")
+    hashing.set_defaults(func=_hash_key)
 
     sim = commands.add_parser("sim", help="run a simulated fleet of model servers")
     add_sim_arguments(sim)

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from gateway.admission.gate import Gate
 from gateway.admission.stage import StagedRouter
 from gateway.fleet.breaker import CircuitBreaker
 from gateway.fleet.exchange import LoadExchange
@@ -43,6 +44,7 @@ class Deps:
     poller: FleetPoller
     tasks: BackgroundTasks
     probe_client: UpstreamClient
+    gate: Gate
     started: bool = False
     index_capacities: dict[str, int] = field(default_factory=dict)
     fleet_collector: CalibrationCollector | None = None
@@ -255,6 +257,7 @@ def _assemble(
         ),
         tasks=tasks,
         probe_client=probe_client,
+        gate=Gate.from_settings(settings),
         fleet_collector=fleet_collector,
         exchange=exchange,
     )

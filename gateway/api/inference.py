@@ -6,6 +6,8 @@ import asyncio
 import logging
 import time
 
+from gateway.admission.keys import Principal
+from gateway.admission.stage import refusal
 from gateway.api.asgi import (
     ClientGone,
     Receive,
@@ -21,6 +23,7 @@ from gateway.deps import Deps
 from gateway.errors import GatewayError
 from gateway.metrics import ServerMetrics
 from gateway.proxy.forward import ProxyOutcome
+from gateway.routing.filters import Unroutable
 from gateway.server.runtime import Runtime
 from gateway.settings import ServerSettings
 
@@ -62,11 +65,12 @@ class InferenceEndpoint:
         stream = False
         try:
             server = deps.settings.server
+            principal = deps.gate.authenticate(header_value(scope, b"authorization"))
             body = await read_body(scope, receive, server.max_body_bytes)
             limits = self._limits if server is self._limits_of else self._body_limits(server)
             request = parse_request(self._kind, body, request_id, limits)
             stream = request.stream
-            await self._forward(deps, scope, request, receive, send, outcome)
+            await self._forward(deps, scope, principal, request, receive, send, outcome)
             status = outcome.status if outcome.finished else CLIENT_CLOSED
         except GatewayError as error:
             await send_error(send, error, self._error_headers(request_id, outcome))
@@ -100,7 +104,7 @@ class InferenceEndpoint:
 
     @staticmethod
     def _error_headers(request_id: bytes, outcome: ProxyOutcome) -> list[tuple[bytes, bytes]]:
-        extra = [(b"x-request-id", request_id)]
+        extra = [(b"x-request-id", request_id), *outcome.extra_headers]
         if outcome.backend is not None:
             extra.append((b"x-gateway-backend", outcome.backend.id_bytes))
         return extra
@@ -130,11 +134,14 @@ class InferenceEndpoint:
         self,
         deps: Deps,
         scope: Scope,
+        principal: Principal,
         request: InferenceRequest,
         receive: Receive,
         send: Send,
         outcome: ProxyOutcome,
     ) -> None:
+        tier = deps.gate.tier(principal, request.data)
+        outcome.extra_headers.append((b"x-gateway-tier", tier.header))
         candidates = deps.fleet.serving(request.model)
         if not candidates:
             raise GatewayError(
@@ -143,6 +150,11 @@ class InferenceEndpoint:
                 param="model",
                 code="model_not_found",
             )
+        try:
+            candidates = tier.pools.keep_backends(candidates)
+        except Unroutable as refused:
+            raise refusal(refused) from None
+        request.engine_priority = tier.settings.engine_priority
         placement = await deps.placer.place(request, candidates)
         ranked = placement.decision.ranked
         if deps.settings.routing.explain or header_value(scope, b"x-gateway-explain") == b"1":
@@ -165,7 +177,7 @@ class InferenceEndpoint:
 
         watcher = asyncio.create_task(watch_disconnect())
         try:
-            await deps.forwarder.forward(request, ranked, send, outcome, placement)
+            await deps.forwarder.forward(request, ranked, send, outcome, placement, tier.limits)
         except asyncio.CancelledError:
             if not gone:
                 raise

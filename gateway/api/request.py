@@ -31,6 +31,8 @@ class InferenceRequest:
     stream: bool
     request_id: bytes
     usage_body: bytes | None = None
+    # Set by admission from the request's tier: sent to engines that take a priority.
+    engine_priority: int | None = None
 
     @property
     def max_tokens(self) -> int | None:
@@ -85,6 +87,14 @@ def parse_request(
         _check_prompt(data.get("prompt"))
     usage_body = _asking_for_usage(body, data) if stream else None
     return InferenceRequest(kind, body, data, model, stream, request_id, usage_body)
+
+
+def with_priority(body: bytes, data: dict[str, Any], priority: int) -> bytes:
+    """`body` with the engine `priority` set: prepended (one concatenation), or the body
+    rewritten when the client sent a `priority` of its own, which would otherwise win."""
+    if "priority" in data:
+        return orjson.dumps({**orjson.loads(body), "priority": priority})
+    return b'{"priority":' + str(priority).encode() + b"," + body.lstrip()[1:]
 
 
 def _asking_for_usage(body: bytes, data: dict[str, Any]) -> bytes | None:

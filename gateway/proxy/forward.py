@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
-from gateway.api.request import InferenceRequest
+from gateway.api.request import InferenceRequest, with_priority
 from gateway.errors import GatewayError
 from gateway.fleet.breaker import Admission
 from gateway.fleet.registry import Backend
@@ -98,9 +98,14 @@ def upstream_body(request: InferenceRequest, backend: Backend) -> tuple[bytes, b
     The body asking for usage goes where the engine takes `stream_options` (engines default
     `include_usage` to false, vLLM 0.32 included, so the client would not have had it).
     """
-    if request.usage_body is None or not backend.adapter.accepts_stream_options:
-        return request.body, False
-    return request.usage_body, True
+    adapter = backend.adapter
+    if request.usage_body is None or not adapter.accepts_stream_options:
+        body, strip = request.body, False
+    else:
+        body, strip = request.usage_body, True
+    if request.engine_priority is not None and adapter.accepts_priority:
+        body = with_priority(body, request.data, request.engine_priority)
+    return body, strip
 
 
 def healthy(result: str) -> bool | None:

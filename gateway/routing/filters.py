@@ -193,10 +193,10 @@ class PoolFilter:
         self._pools = None if pools is None else frozenset(pools)
         self._tier = tier
 
-    def keep_backends(self, candidates: Sequence[Backend]) -> Sequence[Backend]:
+    def keep_backends(self, candidates: Sequence[Backend]) -> list[Backend]:
         """`candidates` in the pools (all of them when no pools are set)."""
         if self._pools is None:
-            return candidates
+            return list(candidates)
         kept = [b for b in candidates if b.settings.pool in self._pools]
         if kept or not candidates:
             return kept

@@ -84,6 +84,8 @@ class EngineAdapter:
     metrics_path: str | None = "/metrics"
     # Takes `stream_options.include_usage`, so the gateway may ask for usage on every stream.
     accepts_stream_options = True
+    # Takes an integer request `priority` (lower is sooner); others would reject the field.
+    accepts_priority = False
     # Engine metric names, first found wins; the lifetime counter only grows until a restart.
     running_metrics: tuple[str, ...] = ()
     waiting_metrics: tuple[str, ...] = ()

@@ -15,6 +15,7 @@ class VllmAdapter(EngineAdapter):
     """vLLM's OpenAI-compatible server (nested or flat errors with an integer code)."""
 
     kind = "vllm"
+    accepts_priority = True
     running_metrics = ("vllm:num_requests_running",)
     waiting_metrics = ("vllm:num_requests_waiting",)
     kv_usage_metrics = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
