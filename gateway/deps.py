@@ -9,7 +9,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from gateway.admission.gate import Gate
+from gateway.admission.gate import Gate, build_limit_store
+from gateway.admission.limits import LimitStore
 from gateway.admission.stage import StagedRouter
 from gateway.fleet.breaker import CircuitBreaker
 from gateway.fleet.exchange import LoadExchange
@@ -69,6 +70,7 @@ class Deps:
         if self.exchange is not None:
             await self.exchange.close()
         await self.tasks.drain()
+        await self.gate.store.close()
         await self.index.close()
         await self.client.aclose()
         await self.probe_client.aclose()
@@ -161,8 +163,13 @@ def build_deps(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
     index = build_index(settings.index, metrics)
     metrics.watch_index(index)
     exchange = build_exchange(settings.index, fleet, metrics)
+
+    def replicas() -> int:
+        return 1 + (exchange.replicas_seen if exchange is not None else 0)
+
+    store = build_limit_store(settings.index, metrics, replicas)
     tasks = BackgroundTasks()
-    return _assemble(settings, fleet, metrics, client, probe_client, index, tasks, exchange)
+    return _assemble(settings, fleet, metrics, client, probe_client, index, tasks, store, exchange)
 
 
 def _clients(settings: GatewaySettings) -> tuple[UpstreamClient, UpstreamClient]:
@@ -209,6 +216,7 @@ def _assemble(
     probe_client: UpstreamClient,
     index: PrefixIndex,
     tasks: BackgroundTasks,
+    store: LimitStore,
     exchange: LoadExchange | None = None,
 ) -> Deps:
     fleet_collector = CalibrationCollector(fleet)
@@ -257,7 +265,7 @@ def _assemble(
         ),
         tasks=tasks,
         probe_client=probe_client,
-        gate=Gate.from_settings(settings),
+        gate=Gate.from_settings(settings, store, metrics),
         fleet_collector=fleet_collector,
         exchange=exchange,
     )
@@ -308,7 +316,15 @@ def rebuild_deps(old: Deps, settings: GatewaySettings, backends: Sequence[Backen
         old.fleet_collector = None
     fleet = Fleet(backends)
     return _assemble(
-        settings, fleet, old.metrics, client, probe, old.index, old.tasks, old.exchange
+        settings,
+        fleet,
+        old.metrics,
+        client,
+        probe,
+        old.index,
+        old.tasks,
+        old.gate.store,
+        old.exchange,
     )
 
 

@@ -183,6 +183,26 @@ class GatewayMetrics:
             "Load exchange calls that failed (others' load then comes from engine gauges only).",
             registry=r,
         )  # fmt: skip
+        self.admission_rejections = Counter(
+            "gateway_admission_rejections",
+            "Requests refused by admission: over a tenant limit or out of queue time.",
+            ["tier", "tenant", "reason"], registry=r,
+        )  # fmt: skip
+        self.limits_degraded = Gauge(
+            "gateway_limits_degraded",
+            "1 while Redis fails and each replica holds only its share of every tenant limit.",
+            registry=r,
+        )  # fmt: skip
+        self.queue_depth = Gauge(
+            "gateway_admission_queue_depth",
+            "Requests waiting for a backend with room, per tier.",
+            ["tier"], registry=r,
+        )  # fmt: skip
+        self.queue_wait = Histogram(
+            "gateway_admission_queue_wait_seconds",
+            "Time requests waited in the admission queue (admitted or not), per tier.",
+            ["tier"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
         self._routes: dict[str, RouteMetrics] = {}
         self._attempt_children: dict[tuple[str, str], Counter] = {}
         self._breakers: BreakerCollector | None = None

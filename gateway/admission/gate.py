@@ -1,31 +1,92 @@
-"""The admission gate a request passes before routing: who sent it, and at which tier."""
+"""The admission gate a request passes before it is forwarded: who sent it, at which tier,
+within which limits."""
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from gateway.admission.keys import KeyTable, Principal
+from gateway.admission.limits import LimitStore, MemoryLimits, Verdict
 from gateway.admission.tiers import Tier, TierPolicy
+from gateway.fleet.registry import Backend
+from gateway.metrics import GatewayMetrics
 from gateway.proxy.forward import AttemptLimits
-from gateway.settings import GatewaySettings
+from gateway.routing.types import RouteRequest
+from gateway.settings import GatewaySettings, IndexSettings, LimitSettings
+
+log = logging.getLogger("gateway.admission")
+
+
+def build_limit_store(
+    settings: IndexSettings, metrics: GatewayMetrics, replicas: Callable[[], int]
+) -> LimitStore:
+    """Limits in Redis beside a Redis index (shared by the replicas), else in memory."""
+    if settings.kind != "redis":
+        return MemoryLimits()
+    from gateway.admission.redis_limits import RedisLimits
+    from gateway.prefix.redis_guard import script_client
+
+    assert settings.redis_url is not None
+    timeout_s = settings.record_timeout_ms / 1000
+
+    def degraded(on: bool) -> None:
+        metrics.limits_degraded.set(1 if on else 0)
+
+    return RedisLimits(
+        script_client(settings.redis_url, max_connections=16, socket_timeout_s=timeout_s),
+        settings.key_prefix,
+        timeout_s=timeout_s,
+        replicas=replicas,
+        on_degraded=degraded,
+    )
 
 
 class Gate:
-    """Keys and tiers of one configuration (rebuilt by a reload)."""
+    """Keys, tiers and limits of one configuration (a reload keeps the limit store)."""
 
-    def __init__(self, keys: KeyTable, tiers: TierPolicy) -> None:
+    def __init__(
+        self,
+        keys: KeyTable,
+        tiers: TierPolicy,
+        store: LimitStore,
+        tenant_limits: Mapping[str, LimitSettings],
+        default_output_tokens: int,
+        metrics: GatewayMetrics,
+    ) -> None:
         self.keys = keys
         self.tiers = tiers
+        self.store = store
+        self._tenant_limits = dict(tenant_limits)
+        self._default_output = default_output_tokens
+        self._rejections = metrics.admission_rejections
 
     @classmethod
     def from_settings(
-        cls, settings: GatewaySettings, environ: Mapping[str, str] | None = None
+        cls,
+        settings: GatewaySettings,
+        store: LimitStore,
+        metrics: GatewayMetrics,
+        environ: Mapping[str, str] | None = None,
     ) -> Gate:
-        """The gate of `settings` (keys from the environment read now)."""
+        """The gate of `settings` over `store` (keys from the environment read now)."""
         keys = KeyTable.from_settings(settings.auth, os.environ if environ is None else environ)
         defaults = AttemptLimits.from_settings(settings.upstream)
-        return cls(keys, TierPolicy(settings.admission, defaults))
+        tenants = {
+            name: tenant.limits
+            for name, tenant in settings.auth.tenants.items()
+            if tenant.limits is not None
+        }
+        admission = settings.admission
+        return cls(
+            keys,
+            TierPolicy(admission, defaults),
+            store,
+            tenants,
+            admission.default_output_tokens,
+            metrics,
+        )
 
     def authenticate(self, authorization: bytes | None) -> Principal:
         """The request's principal (401 when its key is missing or unknown)."""
@@ -34,3 +95,25 @@ class Gate:
     def tier(self, principal: Principal, data: dict[str, object]) -> Tier:
         """The request's tier (400 for a `service_tier` it may not have)."""
         return self.tiers.choose(principal, data)
+
+    def limits_of(self, tenant: str, tier: Tier) -> LimitSettings | None:
+        """The tenant's own limits, else its tier's; None when nothing is limited."""
+        limits = self._tenant_limits.get(tenant, tier.settings.limits)
+        if limits.requests_per_min or limits.tokens_per_min or limits.max_concurrent:
+            return limits
+        return None
+
+    def reserved_tokens(self, route: RouteRequest, ranked: Sequence[Backend]) -> int:
+        """Tokens reserved at admission: the prompt estimate plus the output asked for."""
+        prompt = route.prompt_tokens(ranked[0]) if ranked else route.prompt_bytes / 4
+        output = route.output_tokens if route.output_tokens is not None else self._default_output
+        return max(1, round(prompt + output))
+
+    async def acquire(
+        self, tenant: str, tier: Tier, limits: LimitSettings, tokens: int, lease: str
+    ) -> Verdict:
+        """Check the tenant's limits (a refusal is counted)."""
+        verdict = await self.store.acquire(tenant, limits, tokens, lease)
+        if not verdict.allowed:
+            self._rejections.labels(tier.name, tenant, verdict.reason).inc()
+        return verdict

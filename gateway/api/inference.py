@@ -7,7 +7,9 @@ import logging
 import time
 
 from gateway.admission.keys import Principal
+from gateway.admission.limits import used_tokens
 from gateway.admission.stage import refusal
+from gateway.admission.tiers import Tier
 from gateway.api.asgi import (
     ClientGone,
     Receive,
@@ -22,6 +24,7 @@ from gateway.api.request import BodyLimits, InferenceRequest, RequestKind, parse
 from gateway.deps import Deps
 from gateway.errors import GatewayError
 from gateway.metrics import ServerMetrics
+from gateway.placement import Placement
 from gateway.proxy.forward import ProxyOutcome
 from gateway.routing.filters import Unroutable
 from gateway.server.runtime import Runtime
@@ -156,6 +159,37 @@ class InferenceEndpoint:
             raise refusal(refused) from None
         request.engine_priority = tier.settings.engine_priority
         placement = await deps.placer.place(request, candidates)
+        ranked = placement.decision.ranked
+        gate = deps.gate
+        limits = gate.limits_of(principal.tenant, tier)
+        if limits is None:
+            await self._proxy(deps, scope, request, placement, tier, receive, send, outcome)
+            return
+        reserved = gate.reserved_tokens(placement.route, ranked)
+        lease = request.request_id.decode()
+        verdict = await gate.acquire(principal.tenant, tier, limits, reserved, lease)
+        outcome.extra_headers.extend(verdict.headers())
+        if not verdict.allowed:
+            raise verdict.error()
+        try:
+            await self._proxy(deps, scope, request, placement, tier, receive, send, outcome)
+        finally:
+            await gate.store.release(principal.tenant, limits, lease)
+            await gate.store.settle(
+                principal.tenant, limits, used_tokens(outcome, reserved) - reserved
+            )
+
+    async def _proxy(
+        self,
+        deps: Deps,
+        scope: Scope,
+        request: InferenceRequest,
+        placement: Placement,
+        tier: Tier,
+        receive: Receive,
+        send: Send,
+        outcome: ProxyOutcome,
+    ) -> None:
         ranked = placement.decision.ranked
         if deps.settings.routing.explain or header_value(scope, b"x-gateway-explain") == b"1":
             outcome.extra_headers.append(
