@@ -267,6 +267,7 @@ class AdmissionSettings(StrictModel):
     service_tiers: dict[Literal["default", "flex", "priority"], TierName] = {}
     # Aging: a waiting request gains one rank per this many seconds, so none starves.
     aging_s: PositiveFloat = 5.0
+    max_waiting: PositiveInt = 4096
 
     @model_validator(mode="after")
     def _names_exist(self) -> AdmissionSettings:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from gateway.admission.keys import KeyTable, Principal
 from gateway.admission.limits import LimitStore, MemoryLimits, Verdict
+from gateway.admission.queue import AdmissionQueue
 from gateway.admission.tiers import Tier, TierPolicy
 from gateway.fleet.registry import Backend
 from gateway.metrics import GatewayMetrics
@@ -54,6 +55,7 @@ class Gate:
         tenant_limits: Mapping[str, LimitSettings],
         default_output_tokens: int,
         metrics: GatewayMetrics,
+        queue: AdmissionQueue,
     ) -> None:
         self.keys = keys
         self.tiers = tiers
@@ -61,6 +63,7 @@ class Gate:
         self._tenant_limits = dict(tenant_limits)
         self._default_output = default_output_tokens
         self._rejections = metrics.admission_rejections
+        self.queue = queue
 
     @classmethod
     def from_settings(
@@ -79,6 +82,10 @@ class Gate:
             if tenant.limits is not None
         }
         admission = settings.admission
+        weights = {name: tenant.weight for name, tenant in settings.auth.tenants.items()}
+        queue = AdmissionQueue(
+            metrics, aging_s=admission.aging_s, max_waiting=admission.max_waiting, weights=weights
+        )
         return cls(
             keys,
             TierPolicy(admission, defaults),
@@ -86,6 +93,7 @@ class Gate:
             tenants,
             admission.default_output_tokens,
             metrics,
+            queue,
         )
 
     def authenticate(self, authorization: bytes | None) -> Principal:

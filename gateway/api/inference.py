@@ -8,6 +8,7 @@ import time
 
 from gateway.admission.keys import Principal
 from gateway.admission.limits import used_tokens
+from gateway.admission.queue import with_room_first
 from gateway.admission.stage import refusal
 from gateway.admission.tiers import Tier
 from gateway.api.asgi import (
@@ -163,7 +164,9 @@ class InferenceEndpoint:
         gate = deps.gate
         limits = gate.limits_of(principal.tenant, tier)
         if limits is None:
-            await self._proxy(deps, scope, request, placement, tier, receive, send, outcome)
+            await self._proxy(
+                deps, scope, principal, request, placement, tier, receive, send, outcome
+            )
             return
         reserved = gate.reserved_tokens(placement.route, ranked)
         lease = request.request_id.decode()
@@ -172,7 +175,9 @@ class InferenceEndpoint:
         if not verdict.allowed:
             raise verdict.error()
         try:
-            await self._proxy(deps, scope, request, placement, tier, receive, send, outcome)
+            await self._proxy(
+                deps, scope, principal, request, placement, tier, receive, send, outcome
+            )
         finally:
             await gate.store.release(principal.tenant, limits, lease)
             await gate.store.settle(
@@ -183,6 +188,7 @@ class InferenceEndpoint:
         self,
         deps: Deps,
         scope: Scope,
+        principal: Principal,
         request: InferenceRequest,
         placement: Placement,
         tier: Tier,
@@ -210,7 +216,20 @@ class InferenceEndpoint:
                     return
 
         watcher = asyncio.create_task(watch_disconnect())
+        queue = deps.gate.queue
         try:
+            if not queue.has_room(ranked):
+                settings = tier.settings
+                await queue.wait(
+                    tier.name,
+                    settings.rank,
+                    principal.tenant,
+                    ranked,
+                    settings.max_queue_wait_s,
+                    settings.reject_status,
+                )
+                queue.started()  # forward() counts it on its backend before its first await
+                ranked = with_room_first(ranked)
             await deps.forwarder.forward(request, ranked, send, outcome, placement, tier.limits)
         except asyncio.CancelledError:
             if not gone:
@@ -218,4 +237,5 @@ class InferenceEndpoint:
             task.uncancel()
         finally:
             watcher.cancel()
+            queue.wake()
         placement.finished(outcome)

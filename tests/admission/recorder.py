@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 import orjson
@@ -16,6 +18,10 @@ class Recorder:
         self.model = model
         self.bodies: list[bytes] = []
         self.headers: list[dict[bytes, bytes]] = []
+        # While cleared, completions are held (bounded) after being recorded.
+        self.release = threading.Event()
+        self.release.set()
+        self.arrived = threading.Event()  # set at each recorded completion
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         body = b""
@@ -29,6 +35,8 @@ class Recorder:
         if path.endswith("/completions"):
             self.bodies.append(body)
             self.headers.append(dict(scope["headers"]))
+            self.arrived.set()
+            await asyncio.to_thread(self.release.wait, 30)
             answer = ANSWER
         elif path == "/v1/models":
             answer = orjson.dumps({"object": "list", "data": [{"id": self.model}]})
