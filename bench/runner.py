@@ -169,6 +169,33 @@ def _attempt(
     record["ttft_sim"] = [
         round(t / fleet.time_scale, 6) for o in outcomes if (t := o.ttft_or_censored) is not None
     ]
+    record["request_columns"] = REQUEST_COLUMNS
+    record["requests"] = request_rows(plan, outcomes, fleet.time_scale)
+
+
+def request_rows(plan: WorkloadPlan, outcomes: Sequence[Outcome], scale: float) -> list[list[Any]]:
+    """One row per request, for looking into a tail: `REQUEST_COLUMNS`, times in simulated s."""
+    groups = {r.rid: r.group for r in plan.workload.requests}
+
+    def sim(t: float | None) -> float | None:
+        return None if t is None else round(t / scale, 6)
+
+    return [
+        [
+            o.rid,
+            groups.get(o.rid, -1),
+            sim(o.scheduled),
+            o.gateway,
+            o.backend,
+            sim(o.ttft_or_censored),
+            o.prompt_tokens,
+            o.cached_tokens,
+        ]
+        for o in outcomes
+    ]
+
+
+REQUEST_COLUMNS = ("rid", "group", "scheduled", "gateway", "backend", "ttft", "prompt", "cached")
 
 
 _T = TypeVar("_T")

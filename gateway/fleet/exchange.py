@@ -48,7 +48,7 @@ ALONE_INTERVAL_S = 0.2
 MIN_TTL_S = 0.5  # above ALONE_INTERVAL_S: an alone replica's entry lives until its next call
 
 # KEYS[1] the HASH; ARGV: this replica's id, its JSON, the TTL in ms.
-# Returns {now_ms, age_1, json_1, age_2, json_2, ...} for every other fresh replica.
+# Returns {now_ms, id_1, age_1, json_1, id_2, age_2, json_2, ...} for every other fresh replica.
 EXCHANGE = LuaScript(
     """
 local t = redis.call('TIME')
@@ -66,6 +66,7 @@ for i = 1, #all, 2 do
     if at == nil or now - at > ttl then
       redis.call('HDEL', KEYS[1], field)
     else
+      out[#out + 1] = field
       out[#out + 1] = now - at
       out[#out + 1] = string.sub(value, sep + 1)
     end
@@ -171,23 +172,27 @@ class LoadExchange:
         except NoScriptError:  # first use, or Redis restarted: EVAL also caches it
             return await self._client.eval(EXCHANGE.source, 1, *args)
 
-    def _apply(self, others: list[tuple[float, dict[str, list[float]]]]) -> None:
+    def _apply(self, others: list[tuple[str, float, dict[str, list[float]]]]) -> None:
         now = self._clock()
         totals: dict[str, list[float]] = {}
-        for age_s, books in others:
+        for _, age_s, books in others:
             for backend_id, (in_flight, prefill_s) in books.items():
                 total = totals.setdefault(backend_id, [0.0, 0.0])
                 total[0] += in_flight
                 total[1] += max(0.0, prefill_s - age_s)
         self.replicas_seen = len(others)
-        for backend in self.fleet.backends:
+        replicas = sorted({self.replica_id, *(replica for replica, _, _ in others)})
+        orders = tie_orders(len(self.fleet.backends), replicas.index(self.replica_id), replicas)
+        for backend, order in zip(self.fleet.backends, orders, strict=True):
             in_flight, prefill_s = totals.get(backend.id, (0.0, 0.0))
             backend.state.exchanged = ExchangedLoad(in_flight, prefill_s, now)
+            backend.state.tie_order = order
 
     def _clear(self) -> None:
         self.replicas_seen = 0
         for backend in self.fleet.backends:
             backend.state.exchanged = None
+            backend.state.tie_order = 0
 
     def _report(self, replicas: int, *, ok: bool) -> None:
         if self._on_exchange is not None:
@@ -199,15 +204,37 @@ class LoadExchange:
             await self.exchange()
 
 
-def _parse(reply: object) -> list[tuple[float, dict[str, list[float]]]]:
-    """The script's reply as (age in seconds, {backend: [in flight, prefill s]}) per replica."""
-    if not isinstance(reply, list) or not reply:
+def tie_orders(backends: int, rank: int, replicas: list[str]) -> list[int]:
+    """Each backend's place in this replica's order for breaking near-ties, by fleet position.
+
+    Replicas deciding on the same view (the same idle backends, the same exchanged books)
+    pick the same best backend, and within the exchange's blind interval two of them put
+    cold prefills on it together. So each replica prefers its own order: even ranks go up
+    the fleet from their share's start, odd ranks down from their share's end, so two
+    replicas' first choices differ among any two or more backends they both rank best.
+    Alone, every backend is 0 (ties stay random).
+    """
+    count = len(replicas)
+    if count < 2 or backends == 0:
+        return [0] * backends
+    if rank % 2 == 0:
+        start = rank * backends // count
+        return [(i - start) % backends for i in range(backends)]
+    end = (rank + 1) * backends // count - 1
+    return [(end - i) % backends for i in range(backends)]
+
+
+def _parse(reply: object) -> list[tuple[str, float, dict[str, list[float]]]]:
+    """The script's reply as (replica id, age in seconds, {backend: [in flight, prefill s]})
+    per other replica."""
+    if not isinstance(reply, list) or not reply or (len(reply) - 1) % 3:
         raise ValueError(f"unexpected load exchange reply: {reply!r:.200}")
-    out: list[tuple[float, dict[str, list[float]]]] = []
-    for i in range(1, len(reply) - 1, 2):
-        books = orjson.loads(reply[i + 1])
+    out: list[tuple[str, float, dict[str, list[float]]]] = []
+    for i in range(1, len(reply), 3):
+        replica = reply[i].decode() if isinstance(reply[i], bytes) else str(reply[i])
+        books = orjson.loads(reply[i + 2])
         if not isinstance(books, dict):
             raise ValueError("a replica's books are not a mapping")
         entries = {str(k): [float(v[0]), float(v[1])] for k, v in books.items()}
-        out.append((int(reply[i]) / 1000.0, entries))
+        out.append((replica, int(reply[i + 1]) / 1000.0, entries))
     return out

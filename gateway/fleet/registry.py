@@ -49,6 +49,9 @@ class BackendState:
     engine: EngineLoad | None = None
     # What the other gateway replicas said they have here (the load exchange), if anything.
     exchanged: ExchangedLoad | None = None
+    # Among equal routing totals, lower goes first; the load exchange spreads replicas' ties
+    # apart with it (0 everywhere while alone: ties break at random).
+    tie_order: int = 0
     # Output tokens expected from the requests in flight, and of those already streaming how
     # many there are and the sum of their first-byte times: what they still owe is the first
     # less what their time streaming has paid off, in O(1) per decision.

@@ -29,11 +29,27 @@ def _scorer(name: ScorerName, settings: ProfileSettings) -> Scorer:
     return scorers[name]
 
 
+NEAR_TIE = 0.03  # relative to the best total
+
+
 def rank_by_total(
     candidates: Sequence[Backend], totals: Sequence[float], rng: random.Random
 ) -> list[Backend]:
-    """Candidates by descending total; equal totals in random order."""
-    order = sorted(range(len(candidates)), key=lambda i: (-totals[i], rng.random()))
+    """Candidates by descending total; equal totals by their tie order, then at random.
+
+    With other replicas heard of (tie orders set), totals within `NEAR_TIE` of the best count
+    as equal: the replicas decide on nearly the same view, and each taking its own order
+    among near-equals keeps them from piling onto one backend between two exchanges.
+    """
+    keys = totals
+    if any(b.state.tie_order for b in candidates):
+        best = max(totals)
+        near = best - NEAR_TIE * abs(best)
+        keys = [best if total >= near else total for total in totals]
+    order = sorted(
+        range(len(candidates)),
+        key=lambda i: (-keys[i], candidates[i].state.tie_order, rng.random()),
+    )
     return [candidates[i] for i in order]
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 from gateway.fleet.exchange import ALONE_INTERVAL_S
+from gateway.routing.scheduler import rank_by_total
 from tests.support.load_exchange import exchange_on, fleet_of
 
 
@@ -43,6 +45,43 @@ def test_books_are_summed_over_replicas_and_a_silent_replica_ages_out(index_url,
             assert c.next_interval_s() == ALONE_INTERVAL_S  # nobody else: it calls less often
         finally:
             for exchange in (a, b, c):
+                await exchange.close()
+
+    asyncio.run(scenario())
+
+
+def test_replicas_that_heard_each_other_break_ties_apart(index_url, key_prefix):
+    """Two replicas ranking an idle fleet alike would put cold prefills on one backend within
+    the exchange's blind interval; once they hear each other one prefers the fleet's first
+    backends and the other its last, so equal or near-equal totals send them apart."""
+
+    async def scenario() -> None:
+        key = (key_prefix + "replica-load").encode()
+        fleets = [fleet_of("w", "x", "y", "z") for _ in range(2)]
+        a, b = (
+            exchange_on(index_url, fleet, key, name)
+            for fleet, name in zip(fleets, ("replica-a", "replica-b"), strict=True)
+        )
+        try:
+            assert all(s.state.tie_order == 0 for f in fleets for s in f.backends)  # alone
+            for exchange in (a, b, a):
+                assert await exchange.exchange()
+            orders = [[backend.state.tie_order for backend in f.backends] for f in fleets]
+            assert orders == [[0, 1, 2, 3], [3, 2, 1, 0]]
+            equal = [1.0] * 4
+            firsts = {
+                rank_by_total(f.backends, equal, random.Random(seed))[0].id
+                for f in fleets
+                for seed in range(5)
+            }
+            assert firsts == {"w", "z"}
+            near = [1.0, 0.99, 0.5, 0.995]  # within NEAR_TIE of the best but for y
+            assert {rank_by_total(f.backends, near, random.Random(1))[0].id for f in fleets} == {
+                "w",
+                "z",
+            }
+        finally:
+            for exchange in (a, b):
                 await exchange.close()
 
     asyncio.run(scenario())
