@@ -64,7 +64,13 @@ class AdmissionQueue:
         return len(self._waiting)
 
     def has_room(self, backends: Sequence[Backend]) -> bool:
-        """Whether a new arrival may go straight on: room, and nobody ahead of it waiting."""
+        """Whether a new arrival may go straight on: room, and nobody ahead of it waiting.
+
+        With no backend at all (every breaker open) there is nothing to wait for: the
+        forwarder answers its 503 at once.
+        """
+        if not backends:
+            return True
         return not self._waiting and self.granted == 0 and any(not full(b) for b in backends)
 
     async def wait(

@@ -230,7 +230,9 @@ class InferenceEndpoint:
                 )
                 queue.started()  # forward() counts it on its backend before its first await
                 ranked = with_room_first(ranked)
-            await deps.forwarder.forward(request, ranked, send, outcome, placement, tier.limits)
+            await deps.forwarder.forward(
+                request, ranked, send, outcome, placement, limits=tier.limits
+            )
         except asyncio.CancelledError:
             if not gone:
                 raise
