@@ -130,13 +130,17 @@ class WindowFilter:
                 largest, needed = window, tokens
         if kept or not candidates:
             return kept
+        # Output asked for that no window holds even without a prompt is the field to fix
+        # (engines name `max_tokens` there too); otherwise the prompt is.
+        output = request.output_tokens
+        param = "max_tokens" if output is not None and output >= largest else "messages"
         raise Unroutable(
             400,
             f"This model's maximum context length is {largest} tokens. However, you requested "
             f"about {math.ceil(needed)} tokens (prompt estimate plus max_tokens). Please reduce "
             "the length of the messages or completion.",
             "context_length_exceeded",
-            param="messages",
+            param=param,
         )
 
 

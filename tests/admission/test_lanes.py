@@ -48,6 +48,15 @@ def test_window_filter_answers_400_naming_the_largest_window() -> None:
     assert caught.value.status == 400
     assert caught.value.code == "context_length_exceeded"
     assert "16384" in caught.value.message
+    assert caught.value.param == "messages"
+
+
+def test_window_filter_names_max_tokens_when_the_output_alone_overflows() -> None:
+    small = make_backend("small", max_context=2048)
+    with pytest.raises(Unroutable) as caught:
+        WindowFilter(256).keep(route(prompt_tokens=3, output_tokens=5000), [small])
+    assert caught.value.param == "max_tokens"
+    assert "max_tokens" in caught.value.message
 
 
 def test_lane_boundary_picks_short_up_to_its_bound_and_long_past_it() -> None:
