@@ -63,15 +63,24 @@ class AdmissionQueue:
         """Requests waiting now."""
         return len(self._waiting)
 
-    def has_room(self, backends: Sequence[Backend]) -> bool:
-        """Whether a new arrival may go straight on: room, and nobody ahead of it waiting.
+    def has_room(self, backends: Sequence[Backend], rank: int = 0) -> bool:
+        """Whether a new arrival may go straight on: one of its backends has a slot beyond
+        those promised to woken requests, and no request of its rank or better waits for
+        any of them (a batch request queued for the long pool does not hold up a short chat).
 
         With no backend at all (every breaker open) there is nothing to wait for: the
         forwarder answers its 503 at once.
         """
         if not backends:
             return True
-        return not self._waiting and self.granted == 0 and any(not full(b) for b in backends)
+        if self._free_slots(backends) <= self.granted:
+            return False
+        if not self._waiting:
+            return True
+        ids = {b.id for b in backends}
+        return not any(
+            w.rank <= rank and any(b.id in ids for b in w.backends) for w in self._waiting
+        )
 
     async def wait(
         self,
@@ -122,7 +131,9 @@ class AdmissionQueue:
         now = self._clock()
         while self._waiting:
             ready = [w for w in self._waiting if any(not full(b) for b in w.backends)]
-            if not ready or self.granted >= self._free_slots(ready):
+            if not ready or self.granted >= self._free_slots(
+                [b for w in ready for b in w.backends]
+            ):
                 return
             best = min(ready, key=lambda w: self._order(w, now))
             self._waiting.remove(best)
@@ -132,11 +143,12 @@ class AdmissionQueue:
             self.granted += 1
             best.admitted.set()
 
-    def _free_slots(self, ready: Sequence[Waiter]) -> float:
-        backends = {b.id: b for w in ready for b in w.backends}
+    @staticmethod
+    def _free_slots(backends: Sequence[Backend]) -> float:
+        unique = {b.id: b for b in backends}
         return sum(
             max(0.0, b.settings.max_concurrency - b.state.in_flight - b.state.exchanged_in_flight)
-            for b in backends.values()
+            for b in unique.values()
         )
 
     def _order(self, waiter: Waiter, now: float) -> tuple[int, float, int]:

@@ -218,8 +218,8 @@ class InferenceEndpoint:
         watcher = asyncio.create_task(watch_disconnect())
         queue = deps.gate.queue
         try:
-            if not queue.has_room(ranked):
-                settings = tier.settings
+            settings = tier.settings
+            if not queue.has_room(ranked, settings.rank):
                 await queue.wait(
                     tier.name,
                     settings.rank,

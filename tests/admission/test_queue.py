@@ -118,14 +118,16 @@ def test_a_cancelled_waiter_frees_its_place_at_once() -> None:
     assert asyncio.run(scenario()) == ["second"]
 
 
-def test_arrivals_do_not_jump_the_queue_and_room_goes_first() -> None:
+def test_arrivals_jump_only_waiters_of_lower_tiers_or_other_backends() -> None:
     async def scenario() -> None:
         scene = Scene()
         free = make_backend("free", max_concurrency=4)
         assert scene.queue.has_room([scene.backend, free])
         assert with_room_first([scene.backend, free]) == [free, scene.backend]
-        await scene.enqueue("waiting", "a")
-        assert not scene.queue.has_room([free])
+        await scene.enqueue("waiting", "a")  # rank 1, for the full backend
+        assert not scene.queue.has_room([scene.backend, free], rank=1)  # no jumping it
+        assert scene.queue.has_room([scene.backend, free], rank=0)  # a higher tier may
+        assert scene.queue.has_room([free], rank=2)  # nobody waits for `free`
         await scene.drain(1)
 
     asyncio.run(scenario())
