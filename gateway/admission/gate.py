@@ -125,3 +125,8 @@ class Gate:
         if not verdict.allowed:
             self._rejections.labels(tier.name, tenant, verdict.reason).inc()
         return verdict
+
+    async def finish(self, tenant: str, limits: LimitSettings, lease: str, delta: int) -> None:
+        """The request is over: free its slot, settle its tokens (`delta`: used - reserved)."""
+        await self.store.release(tenant, limits, lease)
+        await self.store.settle(tenant, limits, delta)

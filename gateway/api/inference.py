@@ -179,10 +179,10 @@ class InferenceEndpoint:
                 deps, scope, principal, request, placement, tier, receive, send, outcome
             )
         finally:
-            await gate.store.release(principal.tenant, limits, lease)
-            await gate.store.settle(
-                principal.tenant, limits, used_tokens(outcome, reserved) - reserved
-            )
+            # Off the request path: a keep-alive connection's next request need not wait.
+            delta = used_tokens(outcome, reserved) - reserved
+            if deps.tasks.spawn(gate.finish(principal.tenant, limits, lease, delta)) is None:
+                await gate.finish(principal.tenant, limits, lease, delta)  # never leak a slot
 
     async def _proxy(
         self,
