@@ -9,6 +9,9 @@ from typing import Any
 
 log = logging.getLogger("gateway.tasks")
 
+CANCEL_ROUNDS = 50  # at most 5 s of re-cancelling tasks that swallowed a cancel
+CANCEL_WAIT_S = 0.1
+
 
 class BackgroundTasks:
     """Keeps references to spawned tasks; refuses new ones beyond a bound instead of piling up."""
@@ -51,6 +54,13 @@ class BackgroundTasks:
         if not self._tasks:
             return
         _, still = await asyncio.wait(set(self._tasks), timeout=timeout_s)
-        for task in still:
-            task.cancel()
-        await asyncio.gather(*still, return_exceptions=True)
+        cancelled = set(still)
+        # A cancellation that lands inside the Redis client's own handling can be swallowed
+        # there (seen with redis-py): cancel again until done, for a bounded time.
+        for _ in range(CANCEL_ROUNDS):
+            if not still:
+                break
+            for task in still:
+                task.cancel()
+            _, still = await asyncio.wait(still, timeout=CANCEL_WAIT_S)
+        await asyncio.gather(*(cancelled - still), return_exceptions=True)
