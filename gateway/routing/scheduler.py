@@ -29,22 +29,26 @@ def _scorer(name: ScorerName, settings: ProfileSettings) -> Scorer:
     return scorers[name]
 
 
-NEAR_TIE = 0.03  # relative to the best total
+NEAR_TIE = 0.03  # relative to the best total: a cold request's near-ties between replicas
 
 
 def rank_by_total(
-    candidates: Sequence[Backend], totals: Sequence[float], rng: random.Random
+    candidates: Sequence[Backend],
+    totals: Sequence[float],
+    rng: random.Random,
+    near_tie: float = 0.0,
 ) -> list[Backend]:
     """Candidates by descending total; equal totals by their tie order, then at random.
 
-    With other replicas heard of (tie orders set), totals within `NEAR_TIE` of the best count
-    as equal: the replicas decide on nearly the same view, and each taking its own order
-    among near-equals keeps them from piling onto one backend between two exchanges.
+    With other replicas heard of (tie orders set), totals within `near_tie` of the best count
+    as equal too: replicas placing cold requests decide on nearly the same view, and each
+    taking its own order among near-equals keeps them from piling onto one backend between
+    two exchanges.
     """
     keys = totals
-    if any(b.state.tie_order for b in candidates):
+    if near_tie and any(b.state.tie_order for b in candidates):
         best = max(totals)
-        near = best - NEAR_TIE * abs(best)
+        near = best - near_tie * abs(best)
         keys = [best if total >= near else total for total in totals]
     order = sorted(
         range(len(candidates)),
@@ -94,6 +98,9 @@ class ProfileRouter:
             for i, value in enumerate(values):
                 totals[i] += weight * value
             columns.append((scorer.name, values))
-        ranked = rank_by_total(kept, totals, self._rng)
+        # A prefix some backend holds is a reason to choose, not noise: near-ties only for
+        # requests no backend has cached any of.
+        near_tie = 0.0 if request.matches else NEAR_TIE
+        ranked = rank_by_total(kept, totals, self._rng, near_tie)
         sheet = ScoreSheet(kept, columns, totals)
         return Decision(ranked, self.name, sheet, time.perf_counter() - started)

@@ -7,7 +7,7 @@ import random
 import time
 
 from gateway.fleet.exchange import ALONE_INTERVAL_S
-from gateway.routing.scheduler import rank_by_total
+from gateway.routing.scheduler import NEAR_TIE, rank_by_total
 from tests.support.load_exchange import exchange_on, fleet_of
 
 
@@ -76,7 +76,9 @@ def test_replicas_that_heard_each_other_break_ties_apart(index_url, key_prefix):
             }
             assert firsts == {"w", "z"}
             near = [1.0, 0.99, 0.5, 0.995]  # within NEAR_TIE of the best but for y
-            assert {rank_by_total(f.backends, near, random.Random(1))[0].id for f in fleets} == {
+            assert {
+                rank_by_total(f.backends, near, random.Random(1), NEAR_TIE)[0].id for f in fleets
+            } == {
                 "w",
                 "z",
             }
