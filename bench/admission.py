@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import sys
@@ -33,11 +34,13 @@ import httpx
 import orjson
 
 from bench.harness import MODEL, FleetSettings
+from bench.overhead_cpu import snapshot
 from bench.procs import LOOPBACK, ChildProcess, free_port_range, wait_until
 from gateway.admission.keys import hash_key
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "bench-key"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 KEY_SHA = hash_key(KEY)
 SHORT_CHARS = 800  # ~200 tokens
 LONG_CHARS = 24_000  # ~6000 tokens
@@ -90,8 +93,10 @@ def body(kind: str, i: int) -> dict[str, Any]:
     return request
 
 
-async def one(client: httpx.AsyncClient, url: str, kind: str, i: int, phase: Phase) -> None:
-    """Send one streaming request and record its status and TTFT."""
+async def one(
+    client: httpx.AsyncClient, url: str, kind: str, i: int, phase: Phase, tag: str | None = None
+) -> None:
+    """Send one streaming request and record its status and TTFT (under `tag`, else `kind`)."""
     started = time.perf_counter()
     ttft = None
     status = 0
@@ -105,7 +110,7 @@ async def one(client: httpx.AsyncClient, url: str, kind: str, i: int, phase: Pha
                     ttft = time.perf_counter() - started
     except httpx.HTTPError:
         status = -1
-    phase.samples.append(Sample(kind, status, ttft, time.perf_counter() - started, started))
+    phase.samples.append(Sample(tag or kind, status, ttft, time.perf_counter() - started, started))
 
 
 async def closed_loop(url: str, kind: str, workers: int, seconds: float) -> float:
@@ -304,10 +309,37 @@ def _counter(text: str, name: str) -> float | None:
     return None
 
 
+async def paired_open_loop(
+    urls: dict[str, str], rate: float, seconds: float, seed: int
+) -> dict[str, list[float]]:
+    """One Poisson arrival stream at `rate`, each arrival sent to one of `urls` at random, so
+    both gateways see the same moments of machine noise; latencies (s) of 200s per name."""
+    phase = Phase()
+    rng = random.Random(seed)
+    names = sorted(urls)
+    headers = {"authorization": f"Bearer {KEY}"}
+    async with httpx.AsyncClient(headers=headers, limits=httpx.Limits(max_connections=1024)) as c:
+        tasks: list[asyncio.Task[None]] = []
+        next_at = time.perf_counter()
+        end = next_at + seconds
+        i = 0
+        while True:
+            next_at += rng.expovariate(rate)
+            if next_at >= end:
+                break
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            name = rng.choice(names)
+            tasks.append(asyncio.create_task(one(c, urls[name], "overhead", i, phase, name)))
+            i += 1
+        await asyncio.gather(*tasks)
+    return {n: [s.total_s for s in phase.of(n) if s.status == 200] for n in names}
+
+
 async def run_overhead(
-    workdir: Path, seconds: float, rate: float, limits: bool = True
+    workdir: Path, seconds: float, rate: float, rounds: int = 5, limits: bool = True
 ) -> dict[str, Any]:
-    """Part 2: the same open-loop rate through a gateway with and without the admission stage."""
+    """Part 2: a gateway with and one without the admission stage, side by side on one
+    simulator and one Redis, offered one open-loop stream split between them at random."""
     redis_port = free_port_range(1)
     redis = ChildProcess(
         "redis",
@@ -320,46 +352,74 @@ async def run_overhead(
         backends=1, block_size=16, cache_blocks=100_000, prefill_tps=1e9, decode_ms=0.0,
         time_scale=0.0,
     )  # fmt: skip
-    results: dict[str, Any] = {}
+    redis_url = f"redis://{LOOPBACK}:{redis_port}/0"
+    gateways: list[ChildProcess] = []
     try:
         sim, base = start_fleet(workdir, 1, fleet)
         try:
-            index = {"kind": "redis", "redis_url": f"redis://{LOOPBACK}:{redis_port}/0"}
-            backend = {"id": "sim-0", "url": f"http://{LOOPBACK}:{base}", "models": [MODEL]}
-            plain = {"backends": [backend], "index": index}
+            # The same two backend entries (one simulator) on both sides: only the stage differs.
+            backends = [
+                {"id": name, "url": f"http://{LOOPBACK}:{base}", "models": [MODEL]}
+                for name in ("sim-0", "sim-0b")
+            ]
+            plain = {
+                "backends": backends,
+                "index": {"kind": "redis", "redis_url": redis_url, "key_prefix": "plain:"},
+            }
             staged = tiered_config(base, 1, 256)
             staged["backends"] = [
-                {**backend, "pool": "short"},
-                {**backend, "id": "sim-0b", "pool": "long"},
+                {**backends[0], "pool": "short"},
+                {**backends[1], "pool": "long"},
             ]
-            staged["index"] = index
+            staged["index"] = {"kind": "redis", "redis_url": redis_url, "key_prefix": "staged:"}
             staged["admission"]["tiers"]["batch"]["limits"] = {} if not limits else {
                 "requests_per_min": 10_000_000, "tokens_per_min": 1_000_000_000,
                 "max_concurrent": 100_000,
             }  # fmt: skip
+            urls = {}
             for name, config in (("without", plain), ("with", staged)):
-                gateway, url = start_gateway(workdir, f"overhead-{name}", config)
-                try:
-                    await open_loop(url, {"overhead": rate}, 2.0, seed=3)  # warm-up
-                    phase = await open_loop(url, {"overhead": rate}, seconds, seed=4)
-                finally:
-                    gateway.stop()
-                ok = [s.total_s for s in phase.samples if s.status == 200]
-                results[name] = {
-                    "requests": len(phase.samples),
-                    "ok": len(ok),
-                    "p50_ms": 1000 * statistics.median(ok) if ok else None,
-                    "p99_ms": 1000 * (p(ok, 0.99) or 0.0),
-                }
+                gateway, urls[name] = start_gateway(workdir, f"overhead-{name}", config)
+                gateways.append(gateway)
+            await paired_open_loop(urls, rate, 2.0, seed=3)  # warm-up
+            per_round = []
+            every: dict[str, list[float]] = {name: [] for name in urls}
+            pids = dict(zip(urls, (g.pid for g in gateways), strict=True))
+            ticks_before = {name: _ticks(pid) for name, pid in pids.items()}
+            for r in range(rounds):
+                got = await paired_open_loop(urls, rate, seconds / rounds, seed=4 + r)
+                for name, values in got.items():
+                    every[name].extend(values)
+                if got["with"] and got["without"]:
+                    added = statistics.median(got["with"]) - statistics.median(got["without"])
+                    per_round.append(1000 * added)
+            cpu_s = {n: (_ticks(pid) - ticks_before[n]) / CLOCK_TICKS for n, pid in pids.items()}
         finally:
+            for gateway in gateways:
+                gateway.stop()
             sim.stop()
     finally:
         redis.stop()
+    results: dict[str, Any] = {
+        name: {
+            "ok": len(values),
+            "p50_ms": 1000 * statistics.median(values) if values else None,
+            "p99_ms": 1000 * (p(values, 0.99) or 0.0),
+            "cpu_us_per_request": 1e6 * cpu_s[name] / len(values) if values else None,
+        }
+        for name, values in every.items()
+    }
     with_p50, without_p50 = results["with"]["p50_ms"], results["without"]["p50_ms"]
     added = with_p50 - without_p50 if with_p50 is not None and without_p50 is not None else None
     results["added_p50_ms"] = added
+    results["added_p50_ms_per_round"] = per_round
     results["checks"] = {"added_p50_at_most_0.3ms": added is not None and added <= 0.3}
     return results
+
+
+def _ticks(pid: int) -> int:
+    """User + system CPU ticks of one process so far."""
+    found = snapshot().get(pid)
+    return found.ticks if found is not None else 0
 
 
 def table(doc: dict[str, Any]) -> str:
@@ -384,7 +444,10 @@ def table(doc: dict[str, Any]) -> str:
     if over:
         lines.append(
             f"overhead p50 without {_f(over['without']['p50_ms'])} ms, with "
-            f"{_f(over['with']['p50_ms'])} ms: added {_f(over['added_p50_ms'])} ms"
+            f"{_f(over['with']['p50_ms'])} ms: added {_f(over['added_p50_ms'])} ms "
+            f"(per round {', '.join(f'{x:+.3f}' for x in over['added_p50_ms_per_round'])}); "
+            f"gateway CPU per request without {_f(over['without']['cpu_us_per_request'])} us, "
+            f"with {_f(over['with']['cpu_us_per_request'])} us"
         )
     for part in ("load", "overhead"):
         for check, ok in (doc.get(part) or {}).get("checks", {}).items():

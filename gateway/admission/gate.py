@@ -128,5 +128,4 @@ class Gate:
 
     async def finish(self, tenant: str, limits: LimitSettings, lease: str, delta: int) -> None:
         """The request is over: free its slot, settle its tokens (`delta`: used - reserved)."""
-        await self.store.release(tenant, limits, lease)
-        await self.store.settle(tenant, limits, delta)
+        await self.store.finish(tenant, limits, lease, delta)

@@ -84,6 +84,12 @@ class LimitStore(Protocol):
         """The request is over: its concurrency slot is free."""
         ...
 
+    async def finish(
+        self, tenant: str, limits: LimitSettings, lease: str, delta_tokens: int
+    ) -> None:
+        """`release` and `settle` at once (one round trip where the state is remote)."""
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...
@@ -172,6 +178,13 @@ class MemoryLimits:
             held.discard(lease)
             if not held:
                 del self._leases[tenant]
+
+    async def finish(
+        self, tenant: str, limits: LimitSettings, lease: str, delta_tokens: int
+    ) -> None:
+        """Free the slot, then settle the tokens."""
+        await self.release(tenant, limits, lease)
+        await self.settle(tenant, limits, delta_tokens)
 
     async def close(self) -> None:
         """Nothing to close."""

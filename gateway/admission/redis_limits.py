@@ -62,19 +62,20 @@ return out
 """
 )
 
-# KEYS: tokens TAT. ARGV: tokens/min, tokens to add (negative: give back).
-SETTLE = LuaScript(
+# KEYS: concurrency ZSET, tokens TAT. ARGV: lease id ('' : none held), tokens/min (0: none),
+# tokens to add (negative: give back). Frees the slot, then moves the tokens' TAT.
+FINISH = LuaScript(
     """
-local tat = tonumber(redis.call('GET', KEYS[1]))
+if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
+local limit = tonumber(ARGV[2])
+if limit <= 0 then return 0 end
+local tat = tonumber(redis.call('GET', KEYS[2]))
 if tat == nil then return 0 end
-tat = tat + tonumber(ARGV[2]) * 60000 / tonumber(ARGV[1])
-redis.call('SET', KEYS[1], tat, 'PX', 61000)
+tat = tat + tonumber(ARGV[3]) * 60000 / limit
+redis.call('SET', KEYS[2], tat, 'PX', 61000)
 return 1
 """
 )
-
-# KEYS: concurrency ZSET. ARGV: lease id.
-RELEASE = LuaScript("return redis.call('ZREM', KEYS[1], ARGV[1])")
 
 # A request holds its concurrency slot at most this long (a replica that died lets go).
 LEASE_MS = 15 * 60 * 1000
@@ -169,17 +170,31 @@ class RedisLimits:
 
     async def settle(self, tenant: str, limits: LimitSettings, delta_tokens: int) -> None:
         """Move the tokens' TAT by what the response used beyond (or below) the reservation."""
-        if limits.tokens_per_min is None or delta_tokens == 0:
-            return
-        key = self._keys(tenant)[1]
-        if await self._run(SETTLE, (key,), (limits.tokens_per_min, delta_tokens)) is None:
-            await self._fallback.settle(tenant, self._share(limits), delta_tokens)
+        await self._finish(tenant, limits, None, delta_tokens)
 
     async def release(self, tenant: str, limits: LimitSettings, lease: str) -> None:
         """Free the slot in Redis (and in the fallback, where it may have been taken)."""
-        await self._fallback.release(tenant, limits, lease)
-        if limits.max_concurrent is not None:
-            await self._run(RELEASE, (self._keys(tenant)[2],), (lease,))
+        await self._finish(tenant, limits, lease, 0)
+
+    async def finish(
+        self, tenant: str, limits: LimitSettings, lease: str, delta_tokens: int
+    ) -> None:
+        """Free the slot and settle the tokens in one script call (off the request path)."""
+        await self._finish(tenant, limits, lease, delta_tokens)
+
+    async def _finish(
+        self, tenant: str, limits: LimitSettings, lease: str | None, delta_tokens: int
+    ) -> None:
+        if lease is not None:
+            await self._fallback.release(tenant, limits, lease)
+        frees = lease is not None and limits.max_concurrent is not None
+        settles = limits.tokens_per_min is not None and delta_tokens != 0
+        if not frees and not settles:
+            return
+        keys = self._keys(tenant)
+        args = (lease if frees else "", limits.tokens_per_min if settles else 0, delta_tokens)
+        if await self._run(FINISH, (keys[2], keys[1]), args) is None and settles:
+            await self._fallback.settle(tenant, self._share(limits), delta_tokens)
 
     async def close(self) -> None:
         """Close the client."""

@@ -7,9 +7,6 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -17,6 +14,7 @@ from gateway.prefix.breaker import CircuitBreaker, IndexBreakers
 from gateway.prefix.index import IndexCounters
 from gateway.prefix.redis_cluster import ClusterClient, is_cluster_url
 from gateway.prefix.redis_scripts import LuaScript
+from gateway.prefix.resp import PipelinedRedis
 
 
 class ScriptClient(Protocol):
@@ -35,45 +33,22 @@ class ScriptClient(Protocol):
         ...
 
 
-class SingleNodeClient:
-    """One Redis server over a blocking pool, no retries (the breaker decides what to retry)."""
-
-    def __init__(self, url: str, *, max_connections: int, socket_timeout_s: float) -> None:
-        pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=None,
-            socket_timeout=socket_timeout_s,
-            socket_connect_timeout=socket_timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            protocol=2,
-        )
-        self._redis = Redis.from_pool(pool)
-
-    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
-        """EVALSHA."""
-        return await self._redis.evalsha(sha, numkeys, *keys_and_args)
-
-    async def eval(self, source: str, numkeys: int, *keys_and_args: Any) -> Any:
-        """EVAL."""
-        return await self._redis.eval(source, numkeys, *keys_and_args)
-
-    async def aclose(self) -> None:
-        """Close the pool."""
-        await self._redis.aclose(close_connection_pool=True)
-
-
 def script_client(url: str, *, max_connections: int, socket_timeout_s: float) -> ScriptClient:
-    """A cluster client for ``redis+cluster://`` URLs, else a single-node one."""
-    kind = ClusterClient if is_cluster_url(url) else SingleNodeClient
-    return kind(url, max_connections=max_connections, socket_timeout_s=socket_timeout_s)
+    """A cluster client for ``redis+cluster://`` URLs (`max_connections` per node), else one
+    pipelined connection to the single node."""
+    if is_cluster_url(url):
+        return ClusterClient(
+            url, max_connections=max_connections, socket_timeout_s=socket_timeout_s
+        )
+    return PipelinedRedis(url, socket_timeout_s=socket_timeout_s)
 
 
 class GuardedScripts:
-    """Two clients (lookups never queue behind writes), hard timeouts and the breakers.
+    """Two clients (lookups never share a connection with writes), hard timeouts, breakers.
 
-    A call cancelled by its timeout makes redis-py disconnect that connection before it goes
-    back to the pool, so a late reply can never be read as another command's answer.
+    A call cancelled by its timeout leaves nothing a later call could misread: the pipelined
+    client matches replies by position, and redis-py's cluster client disconnects a
+    connection whose call was cancelled before it goes back to the pool.
 
     What counts: a call succeeds only when Redis runs the script and returns its reply. Every
     other outcome is a failure of the call's kind (lookup or write) and feeds that breaker:
