@@ -253,11 +253,10 @@ class Placer:
         self.groups = PrefixGroups()
         self._decision_time = metrics.routing_decision.labels(router.name)
 
-    async def place(self, request: InferenceRequest, candidates: Sequence[Backend]) -> Placement:
-        """Hash, look up, decide."""
-        started = time.perf_counter()
+    def key(self, request: InferenceRequest) -> PrefixKey:
+        """The request's prefix chain (and its rendered length)."""
         salt = request.data.get("cache_salt")
-        key = prefix_hashes(
+        return prefix_hashes(
             request.data,
             request.kind,
             request.model,
@@ -265,6 +264,17 @@ class Placer:
             self._hashing.block_bytes,
             self._hashing.max_blocks,
         )
+
+    async def place(
+        self,
+        request: InferenceRequest,
+        candidates: Sequence[Backend],
+        key: PrefixKey | None = None,
+    ) -> Placement:
+        """Hash (unless `key` is the request's, hashed already), look up, decide."""
+        started = time.perf_counter()
+        if key is None:
+            key = self.key(request)
         matches = await self._index.lookup(request.model, key.hashes) if key.hashes else {}
         route = RouteRequest(
             model=request.model,

@@ -3,9 +3,11 @@ within which limits."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
 
 from gateway.admission.keys import KeyTable, Principal
 from gateway.admission.limits import LimitStore, MemoryLimits, Verdict
@@ -14,10 +16,11 @@ from gateway.admission.tiers import Tier, TierPolicy
 from gateway.fleet.registry import Backend
 from gateway.metrics import GatewayMetrics
 from gateway.proxy.forward import AttemptLimits
-from gateway.routing.types import RouteRequest
 from gateway.settings import GatewaySettings, IndexSettings, LimitSettings
 
 log = logging.getLogger("gateway.admission")
+
+T = TypeVar("T")
 
 
 def build_limit_store(
@@ -111,11 +114,47 @@ class Gate:
             return limits
         return None
 
-    def reserved_tokens(self, route: RouteRequest, ranked: Sequence[Backend]) -> int:
-        """Tokens reserved at admission: the prompt estimate plus the output asked for."""
-        prompt = route.prompt_tokens(ranked[0]) if ranked else route.prompt_bytes / 4
-        output = route.output_tokens if route.output_tokens is not None else self._default_output
-        return max(1, round(prompt + output))
+    def reserved_tokens(
+        self,
+        prompt_bytes: int,
+        output_tokens: float | None,
+        model: str,
+        candidates: Sequence[Backend],
+    ) -> int:
+        """Tokens reserved at admission: the prompt as the candidate that counts the most
+        tokens counts it (calibrated), plus the output asked for (settled after the reply)."""
+        per_token = min(backend.calibration.bytes_per_token(model) for backend in candidates)
+        output = output_tokens if output_tokens is not None else self._default_output
+        return max(1, round(prompt_bytes / per_token + output))
+
+    async def admit(
+        self,
+        tenant: str,
+        tier: Tier,
+        limits: LimitSettings,
+        tokens: int,
+        lease: str,
+        placing: Awaitable[T],
+    ) -> tuple[Verdict, T]:
+        """Check the limits and await `placing`; with a store across the network the check
+        runs while the request is placed, so its round trip hides behind the index lookup.
+
+        When placing fails (a lane's refusal, say) what the check took is given back.
+        """
+        if not self.store.remote:
+            placed = await placing
+            return await self.acquire(tenant, tier, limits, tokens, lease), placed
+        checking = asyncio.ensure_future(self.acquire(tenant, tier, limits, tokens, lease))
+        try:
+            placed = await placing
+        except asyncio.CancelledError:
+            checking.cancel()  # the lease expires if the script had already run
+            raise
+        except BaseException:
+            if (await checking).allowed:
+                await self.finish(tenant, limits, lease, -tokens)
+            raise
+        return await checking, placed
 
     async def acquire(
         self, tenant: str, tier: Tier, limits: LimitSettings, tokens: int, lease: str

@@ -72,6 +72,9 @@ def duration(seconds: float) -> str:
 class LimitStore(Protocol):
     """Where the limits' state lives: this process, or Redis for every replica."""
 
+    # True when a call crosses the network (worth overlapping with other waits).
+    remote: bool
+
     async def acquire(self, tenant: str, limits: LimitSettings, tokens: int, lease: str) -> Verdict:
         """Admit one request of `tokens` (all limits at once, or none), holding `lease`."""
         ...
@@ -124,6 +127,8 @@ def scaled(limits: LimitSettings, share: float) -> LimitSettings:
 
 class MemoryLimits:
     """Limits held in this process (the memory index, or a share while Redis is away)."""
+
+    remote = False
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock

@@ -84,6 +84,8 @@ LEASE_MS = 15 * 60 * 1000
 class RedisLimits:
     """Limits in Redis for every replica; per-replica shares in memory while Redis fails."""
 
+    remote = True
+
     def __init__(
         self,
         client: ScriptClient,

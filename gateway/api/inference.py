@@ -159,18 +159,23 @@ class InferenceEndpoint:
         except Unroutable as refused:
             raise refusal(refused) from None
         request.engine_priority = tier.settings.engine_priority
-        placement = await deps.placer.place(request, candidates)
-        ranked = placement.decision.ranked
         gate = deps.gate
         limits = gate.limits_of(principal.tenant, tier)
         if limits is None:
+            placement = await deps.placer.place(request, candidates)
             await self._proxy(
                 deps, scope, principal, request, placement, tier, receive, send, outcome
             )
             return
-        reserved = gate.reserved_tokens(placement.route, ranked)
+        key = deps.placer.key(request)
+        reserved = gate.reserved_tokens(
+            key.rendered_bytes, request.max_tokens, request.model, candidates
+        )
         lease = request.request_id.decode()
-        verdict = await gate.acquire(principal.tenant, tier, limits, reserved, lease)
+        placing = deps.placer.place(request, candidates, key)
+        verdict, placement = await gate.admit(
+            principal.tenant, tier, limits, reserved, lease, placing
+        )
         outcome.extra_headers.extend(verdict.headers())
         if not verdict.allowed:
             raise verdict.error()

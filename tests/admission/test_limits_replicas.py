@@ -73,3 +73,30 @@ def test_tokens_reserved_at_admission_are_settled_from_usage(gateway):
         assert third.json()["error"]["code"] == "rate_limit_exceeded"
     finally:
         server.stop()
+
+
+def test_a_request_refused_while_its_limits_were_checked_gives_back_what_it_took(
+    sim_fleet, gateway, redis_url, unique_prefix
+):
+    # With limits in Redis the check runs while the request is placed; a request the
+    # window refuses then must leave no concurrency slot held and no tokens reserved.
+    fleet = sim_fleet(1)
+    entries = fleet.backend_settings()
+    entries[0]["max_context"] = 4096
+    index = {"kind": "redis", "redis_url": redis_url, "key_prefix": unique_prefix}
+    limits = {"tokens_per_min": 100_000, "max_concurrent": 1}
+    gw = gateway(entries, index=index, admission={"tiers": {"standard": {"limits": limits}}})
+    url = gw.url + "/v1/chat/completions"
+    long_body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "word " * 8000}],
+        "max_tokens": 8,
+    }
+    refused = httpx.post(url, json=long_body, timeout=10)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "context_length_exceeded"
+    assert fleet.backends[0].stats.requests_total == 0
+    ok = httpx.post(url, json=chat(4), timeout=10)
+    assert ok.status_code == 200, ok.text  # a slot still held by the refused one: a 429
+    reserved_by_one = 100_000 - int(ok.headers["x-ratelimit-remaining-tokens"])
+    assert reserved_by_one < 1000  # the refused request's ~10 000 tokens were given back
