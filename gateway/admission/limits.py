@@ -79,18 +79,12 @@ class LimitStore(Protocol):
         """Admit one request of `tokens` (all limits at once, or none), holding `lease`."""
         ...
 
-    async def settle(self, tenant: str, limits: LimitSettings, delta_tokens: int) -> None:
-        """Correct the tokens reserved by `delta_tokens` (negative: give back)."""
-        ...
-
-    async def release(self, tenant: str, limits: LimitSettings, lease: str) -> None:
-        """The request is over: its concurrency slot is free."""
-        ...
-
     async def finish(
         self, tenant: str, limits: LimitSettings, lease: str, delta_tokens: int
     ) -> None:
-        """`release` and `settle` at once (one round trip where the state is remote)."""
+        """The request is over: free its slot, correct its tokens by `delta_tokens` (used -
+        reserved; negative gives back). Called on the request path: it must not wait on the
+        network (a remote store sends it later, or with the tenant's next acquire)."""
         ...
 
     async def close(self) -> None:

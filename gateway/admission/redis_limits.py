@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import NoScriptError
@@ -24,13 +25,24 @@ from gateway.settings import LimitSettings
 log = logging.getLogger("gateway.admission")
 
 # KEYS: requests TAT, tokens TAT, concurrency ZSET. ARGV: requests/min, tokens/min, max
-# concurrent (0: none), tokens, lease id, lease ms. TATs are in ms of Redis's clock.
+# concurrent (0: none), tokens, lease id, lease ms; then what this replica's finished requests
+# owe (carried here instead of a call of their own): tokens to settle, leases to free.
+# TATs are in ms of Redis's clock.
 # Returns {ok, reason, retry_ms, r_remaining, r_reset_ms, t_remaining, t_reset_ms}.
 ACQUIRE = LuaScript(
     """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local period = 60000
+local r_limit, t_limit, c_limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 8, #ARGV do redis.call('ZREM', KEYS[3], ARGV[i]) end
+local owed = tonumber(ARGV[7])
+if owed ~= 0 and t_limit > 0 then
+  local tat = tonumber(redis.call('GET', KEYS[2]))
+  if tat ~= nil then
+    redis.call('SET', KEYS[2], tat + owed * period / t_limit, 'PX', period + 1000)
+  end
+end
 local function gcra(key, limit, cost)
   if limit <= 0 then return 1, now, 0, 0, 0 end
   local tat = tonumber(redis.call('GET', key) or now)
@@ -41,7 +53,6 @@ local function gcra(key, limit, cost)
   end
   return 0, tat, math.floor((period - (tat - now)) * limit / period), tat - now, new - now - period
 end
-local r_limit, t_limit, c_limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local r_ok, r_tat, r_rem, r_reset, r_wait = gcra(KEYS[1], r_limit, 1)
 local t_ok, t_tat, t_rem, t_reset, t_wait = gcra(KEYS[2], t_limit, tonumber(ARGV[4]))
 local out = {0, '', 0, r_rem, math.floor(r_reset), t_rem, math.floor(t_reset)}
@@ -62,23 +73,36 @@ return out
 """
 )
 
-# KEYS: concurrency ZSET, tokens TAT. ARGV: lease id ('' : none held), tokens/min (0: none),
-# tokens to add (negative: give back). Frees the slot, then moves the tokens' TAT.
+# KEYS: concurrency ZSET, tokens TAT. ARGV: tokens/min (0: none), tokens to add (negative:
+# give back), then leases to free. What finished requests owe when no acquire carried it.
 FINISH = LuaScript(
     """
-if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
-local limit = tonumber(ARGV[2])
-if limit <= 0 then return 0 end
+for i = 3, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
+local limit, owed = tonumber(ARGV[1]), tonumber(ARGV[2])
+if limit <= 0 or owed == 0 then return 0 end
 local tat = tonumber(redis.call('GET', KEYS[2]))
 if tat == nil then return 0 end
-tat = tat + tonumber(ARGV[3]) * 60000 / limit
-redis.call('SET', KEYS[2], tat, 'PX', 61000)
+redis.call('SET', KEYS[2], tat + owed * 60000 / limit, 'PX', 61000)
 return 1
 """
 )
 
 # A request holds its concurrency slot at most this long (a replica that died lets go).
 LEASE_MS = 15 * 60 * 1000
+
+# The longest a finished request's debt (its slot, its tokens) waits for the tenant's next
+# acquire to carry it before it is sent on its own: how late other replicas may see a slot
+# free. This replica's own next acquire always carries it.
+FLUSH_S = 0.005
+
+
+@dataclass(slots=True)
+class _Owed:
+    """What one tenant's finished requests owe Redis: slots to free, tokens to settle."""
+
+    leases: list[str] = field(default_factory=list)
+    tokens: int = 0
+    tokens_per_min: int = 0
 
 
 class RedisLimits:
@@ -109,6 +133,9 @@ class RedisLimits:
         self._breaker = CircuitBreaker(
             failure_threshold=1, cooldown_s=1.0, clock=clock, on_change=self._changed
         )
+        self._owed: dict[str, _Owed] = {}
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Task[None] | None = None
 
     def _changed(self, degraded: bool) -> None:
         self.degraded = degraded
@@ -148,17 +175,26 @@ class RedisLimits:
         return scaled(limits, 1.0 / self._known_replicas)
 
     async def acquire(self, tenant: str, limits: LimitSettings, tokens: int, lease: str) -> Verdict:
-        """One script call checks and commits all three limits."""
-        args = (
+        """One script call checks and commits all three limits, and pays what the tenant's
+        finished requests owe."""
+        owed = self._owed.pop(tenant, None)
+        args: list[Any] = [
             limits.requests_per_min or 0,
             limits.tokens_per_min or 0,
             limits.max_concurrent or 0,
             tokens,
             lease,
             LEASE_MS,
-        )
+        ]
+        if owed is not None:
+            args.append(owed.tokens)
+            args.extend(owed.leases)
+        else:
+            args.append(0)
         reply = await self._run(ACQUIRE, self._keys(tenant), args)
         if reply is None:
+            if owed is not None:
+                await self._unpaid(tenant, owed)
             return await self._fallback.acquire(tenant, self._share(limits), tokens, lease)
         ok, reason, retry_ms, r_rem, r_reset, t_rem, t_reset = reply
         requests = None
@@ -170,34 +206,68 @@ class RedisLimits:
         text = reason.decode() if isinstance(reason, bytes) else str(reason)
         return Verdict(bool(ok), text, int(retry_ms) / 1000, requests, token_numbers)
 
-    async def settle(self, tenant: str, limits: LimitSettings, delta_tokens: int) -> None:
-        """Move the tokens' TAT by what the response used beyond (or below) the reservation."""
-        await self._finish(tenant, limits, None, delta_tokens)
-
-    async def release(self, tenant: str, limits: LimitSettings, lease: str) -> None:
-        """Free the slot in Redis (and in the fallback, where it may have been taken)."""
-        await self._finish(tenant, limits, lease, 0)
-
     async def finish(
         self, tenant: str, limits: LimitSettings, lease: str, delta_tokens: int
     ) -> None:
-        """Free the slot and settle the tokens in one script call (off the request path)."""
-        await self._finish(tenant, limits, lease, delta_tokens)
-
-    async def _finish(
-        self, tenant: str, limits: LimitSettings, lease: str | None, delta_tokens: int
-    ) -> None:
-        if lease is not None:
-            await self._fallback.release(tenant, limits, lease)
-        frees = lease is not None and limits.max_concurrent is not None
+        """Free the slot and settle the tokens: owed until the tenant's next acquire carries
+        it, or at most `FLUSH_S`, so a request's end costs no round trip of its own."""
+        await self._fallback.release(tenant, limits, lease)
+        frees = limits.max_concurrent is not None
         settles = limits.tokens_per_min is not None and delta_tokens != 0
         if not frees and not settles:
             return
-        keys = self._keys(tenant)
-        args = (lease if frees else "", limits.tokens_per_min if settles else 0, delta_tokens)
-        if await self._run(FINISH, (keys[2], keys[1]), args) is None and settles:
-            await self._fallback.settle(tenant, self._share(limits), delta_tokens)
+        owed = self._owed.get(tenant)
+        if owed is None:
+            owed = self._owed[tenant] = _Owed()
+        if frees:
+            owed.leases.append(lease)
+        if settles:
+            owed.tokens += delta_tokens
+            owed.tokens_per_min = limits.tokens_per_min or 0
+        self._flush_later(FLUSH_S)
+
+    def _flush_due(self) -> None:
+        self._flush_timer = None
+        if not self._owed:  # acquires carried it all
+            return
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.ensure_future(self._flush())
+        else:  # a flush is still running: look again after it
+            self._flush_later(FLUSH_S)
+
+    def _flush_later(self, delay_s: float) -> None:
+        if self._flush_timer is None and self._owed:
+            self._flush_timer = asyncio.get_running_loop().call_later(delay_s, self._flush_due)
+
+    async def flush(self) -> None:
+        """Send what finished requests owe now (a timer does this `FLUSH_S` after a finish)."""
+        if self._flushing is not None:
+            await asyncio.wait([self._flushing])
+        await self._flush()
+
+    async def _flush(self) -> None:
+        """Send what finished requests owe that no acquire carried, one call per tenant."""
+        owed_now, self._owed = self._owed, {}
+        for tenant, owed in owed_now.items():
+            keys = self._keys(tenant)
+            args = (owed.tokens_per_min, owed.tokens, *owed.leases)
+            if await self._run(FINISH, (keys[2], keys[1]), args) is None:
+                await self._unpaid(tenant, owed)
+
+    async def _unpaid(self, tenant: str, owed: _Owed) -> None:
+        """Redis did not take what was owed: the tokens settle in this replica's share; the
+        slots stay owed (freeing one twice is harmless) and are sent again in a second."""
+        if owed.tokens and owed.tokens_per_min:
+            share = self._share(LimitSettings(tokens_per_min=owed.tokens_per_min))
+            await self._fallback.settle(tenant, share, owed.tokens)
+        if owed.leases:
+            self._owed.setdefault(tenant, _Owed()).leases.extend(owed.leases)
+            self._flush_later(1.0)  # the breaker's cooldown
 
     async def close(self) -> None:
-        """Close the client."""
+        """Pay what is owed (one last try), then close the client."""
+        await self.flush()
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         await self._client.aclose()

@@ -11,6 +11,7 @@ from gateway.admission.limits import MemoryLimits, Verdict, duration, scaled
 from gateway.admission.redis_limits import RedisLimits
 from gateway.prefix.redis_guard import script_client
 from gateway.settings import LimitSettings
+from tests.support.redis_server import RedisServer
 
 
 class Clock:
@@ -104,7 +105,8 @@ def test_redis_limits_are_shared_by_two_stores(redis_url: str, unique_prefix: st
             count += (await store.acquire("t", limits, 100, f"l{i}")).allowed
         tokens = LimitSettings(tokens_per_min=1000)
         first = await one.acquire("u", tokens, 900, "u1")
-        await two.settle("u", tokens, -800)  # used 100
+        await one.finish("u", tokens, "u1", -800)  # used 100
+        await one.flush()
         second = await two.acquire("u", tokens, 800, "u2")
         await one.close()
         await two.close()
@@ -118,18 +120,59 @@ def test_redis_limits_are_shared_by_two_stores(redis_url: str, unique_prefix: st
     assert second.tokens[1] == 100
 
 
-def test_redis_concurrency_lease_is_freed_by_release(redis_url: str, unique_prefix: str) -> None:
+def test_redis_finish_is_carried_by_the_next_acquire_or_flushed_for_the_others(
+    redis_url: str, unique_prefix: str
+) -> None:
     async def scenario() -> list[bool]:
-        store = redis_store(redis_url, unique_prefix)
+        one, two = redis_store(redis_url, unique_prefix), redis_store(redis_url, unique_prefix)
         limits = LimitSettings(max_concurrent=1)
-        seen = [(await store.acquire("t", limits, 1, "a")).allowed]
-        seen.append((await store.acquire("t", limits, 1, "b")).allowed)
-        await store.release("t", limits, "a")
-        seen.append((await store.acquire("t", limits, 1, "b")).allowed)
-        await store.close()
+        seen = [(await one.acquire("t", limits, 1, "a")).allowed]
+        seen.append((await two.acquire("t", limits, 1, "b")).allowed)  # a holds the slot
+        await one.finish("t", limits, "a", 0)
+        seen.append((await one.acquire("t", limits, 1, "c")).allowed)  # carries a's release
+        await one.finish("t", limits, "c", 0)
+        await one.flush()  # what the timer does 5 ms after a finish
+        seen.append((await two.acquire("t", limits, 1, "d")).allowed)
+        await one.close()
+        await two.close()
         return seen
 
-    assert asyncio.run(scenario()) == [True, False, True]
+    assert asyncio.run(scenario()) == [True, False, True, True]
+
+
+def test_redis_slot_freed_while_redis_was_down_is_freed_when_it_is_back(
+    unique_prefix: str,
+) -> None:
+    now = [0.0]
+    # The slot must outlive the restart for its release to matter: keep the data on disk.
+    redis_server = RedisServer(extra_args=("--appendonly", "yes")).start()
+
+    async def scenario() -> list[bool]:
+        one = RedisLimits(
+            script_client(redis_server.url, max_connections=4, socket_timeout_s=1.0),
+            unique_prefix,
+            timeout_s=1.0,
+            replicas=lambda: 1,
+            clock=lambda: now[0],
+        )
+        two = redis_store(redis_server.url, unique_prefix)
+        limits = LimitSettings(max_concurrent=1)
+        seen = [(await one.acquire("t", limits, 1, "a")).allowed]
+        redis_server.stop()
+        await one.finish("t", limits, "a", 0)
+        await one.flush()  # fails: the release stays owed
+        redis_server.start()
+        now[0] += 2.0  # past the breaker's cooldown
+        await one.flush()
+        seen.append((await two.acquire("t", limits, 1, "b")).allowed)
+        await one.close()
+        await two.close()
+        return seen
+
+    try:
+        assert asyncio.run(scenario()) == [True, True]
+    finally:
+        redis_server.stop()
 
 
 def test_redis_down_degrades_to_a_share_and_never_fails(redis_server, unique_prefix) -> None:
