@@ -92,8 +92,10 @@ LEASE_MS = 15 * 60 * 1000
 
 # The longest a finished request's debt (its slot, its tokens) waits for the tenant's next
 # acquire to carry it before it is sent on its own: how late other replicas may see a slot
-# free. This replica's own next acquire always carries it.
+# free. This replica's own next acquire always carries it; with no other replica reading the
+# limits there is no one to hurry for, only a replica's death to guard against.
 FLUSH_S = 0.005
+LONE_FLUSH_S = 1.0
 
 
 @dataclass(slots=True)
@@ -210,7 +212,8 @@ class RedisLimits:
         self, tenant: str, limits: LimitSettings, lease: str, delta_tokens: int
     ) -> None:
         """Free the slot and settle the tokens: owed until the tenant's next acquire carries
-        it, or at most `FLUSH_S`, so a request's end costs no round trip of its own."""
+        it, or at most `FLUSH_S` (`LONE_FLUSH_S` with no other replica), so a request's end
+        costs no round trip of its own."""
         await self._fallback.release(tenant, limits, lease)
         frees = limits.max_concurrent is not None
         settles = limits.tokens_per_min is not None and delta_tokens != 0
@@ -224,7 +227,7 @@ class RedisLimits:
         if settles:
             owed.tokens += delta_tokens
             owed.tokens_per_min = limits.tokens_per_min or 0
-        self._flush_later(FLUSH_S)
+        self._flush_later(FLUSH_S if self._known_replicas > 1 else LONE_FLUSH_S)
 
     def _flush_due(self) -> None:
         self._flush_timer = None
