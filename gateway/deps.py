@@ -9,6 +9,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from gateway.access_log import AccessLog, LaneNames, Ledger
+from gateway.accounting import Prices
 from gateway.admission.gate import Gate, build_limit_store
 from gateway.admission.limits import LimitStore
 from gateway.admission.stage import StagedRouter
@@ -46,6 +48,8 @@ class Deps:
     tasks: BackgroundTasks
     probe_client: UpstreamClient
     gate: Gate
+    ledger: Ledger
+    lanes: LaneNames
     started: bool = False
     index_capacities: dict[str, int] = field(default_factory=dict)
     fleet_collector: CalibrationCollector | None = None
@@ -241,6 +245,9 @@ def _assemble(
         build_router(settings.routing, random.Random()), settings.admission
     )
     calibration = settings.calibration
+    prices = Prices(settings.pricing)
+    access_log = AccessLog(settings.access_log) if settings.access_log.enabled else None
+    admission = settings.admission
     deps = Deps(
         settings=settings,
         fleet=fleet,
@@ -251,7 +258,11 @@ def _assemble(
             settings.hashing, index, router, metrics, tasks, calibration.cached_tokens_tolerance
         ),
         forwarder=Forwarder(
-            client, metrics, upstream, unavailable_retry_s=settings.breaker.cooldown_s
+            client,
+            metrics,
+            upstream,
+            unavailable_retry_s=settings.breaker.cooldown_s,
+            prices=prices,
         ),
         poller=FleetPoller(
             fleet,
@@ -266,6 +277,8 @@ def _assemble(
         tasks=tasks,
         probe_client=probe_client,
         gate=Gate.from_settings(settings, store, metrics),
+        ledger=Ledger(metrics, prices, access_log),
+        lanes=LaneNames(admission.lanes, admission.default_output_tokens),
         fleet_collector=fleet_collector,
         exchange=exchange,
     )

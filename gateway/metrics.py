@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
@@ -18,10 +20,36 @@ LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 )  # fmt: skip
 
+# Time to first token and end to end: an LLM request takes 10 ms to minutes.
+LLM_BUCKETS = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5,
+    10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+)  # fmt: skip
+
+# Inter-token latency: a few ms on a small model, seconds on an overloaded engine.
+ITL_BUCKETS = (
+    0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5,
+    0.75, 1.0, 2.5,
+)  # fmt: skip
 
 DECISION_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 )  # fmt: skip
+
+TOKEN_KINDS = ("prompt", "completion", "cache_read", "cache_write")
+# Reasons of a routing decision: the best-ranked backend held part of the prefix; one did but
+# cost or load chose another; none held any of it; the index was degraded (load only).
+DECISION_REASONS = ("cache_hit", "load", "cold", "index_degraded")
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One metric family of the catalog: exposed name, type, help and label names."""
+
+    name: str
+    kind: str
+    help: str
+    labels: tuple[str, ...] = ()
 
 
 class RouteMetrics:
@@ -46,43 +74,145 @@ class RouteMetrics:
         self.duration.observe(duration_s)
 
 
+class TierLaneMetrics:
+    """Pre-resolved children of one (tier, lane): latencies, outcomes, failovers."""
+
+    __slots__ = ("_labels", "_outcomes", "_parent", "e2e", "failovers", "itl", "ttft")
+
+    def __init__(self, metrics: GatewayMetrics, tier: str, lane: str) -> None:
+        self._labels = (tier, lane)
+        self._parent = metrics.requests_by_outcome
+        self._outcomes: dict[tuple[str, str], Counter] = {}
+        self.ttft = metrics.request_ttft.labels(tier, lane)
+        self.itl = metrics.request_itl.labels(tier, lane)
+        self.e2e = metrics.request_e2e.labels(tier, lane)
+        self.failovers = metrics.failovers.labels(tier, lane)
+
+    def outcome(self, status_class: str, reason: str) -> Counter:
+        """The outcome counter's child (reasons come from a fixed vocabulary)."""
+        key = (status_class, reason)
+        child = self._outcomes.get(key)
+        if child is None:
+            child = self._parent.labels(*self._labels, status_class, reason)
+            self._outcomes[key] = child
+        return child
+
+
+class TenantMetrics:
+    """Pre-resolved token and cost children of one (tenant, tier, model)."""
+
+    __slots__ = ("cache_read", "cache_write", "completion", "cost", "prompt", "savings")
+
+    def __init__(self, metrics: GatewayMetrics, tenant: str, tier: str, model: str) -> None:
+        tokens = metrics.tokens
+        self.prompt = tokens.labels("prompt", tenant, tier, model)
+        self.completion = tokens.labels("completion", tenant, tier, model)
+        self.cache_read = tokens.labels("cache_read", tenant, tier, model)
+        self.cache_write = tokens.labels("cache_write", tenant, tier, model)
+        self.cost = metrics.cost.labels(tenant, tier, model)
+        self.savings = metrics.cache_savings.labels(tenant, tier, model)
+
+    def charged(
+        self,
+        prompt: int,
+        completion: int,
+        cache_read: int | None,
+        cache_write: int | None,
+        cost_usd: float | None,
+        savings_usd: float | None,
+    ) -> None:
+        """Count one answered request's tokens and price."""
+        self.prompt.inc(prompt)
+        self.completion.inc(completion)
+        if cache_read is not None:
+            self.cache_read.inc(cache_read)
+        if cache_write is not None:
+            self.cache_write.inc(cache_write)
+        if cost_usd is not None:
+            self.cost.inc(cost_usd)
+        if savings_usd:
+            self.savings.inc(savings_usd)
+
+
+class DecisionMetrics:
+    """Pre-resolved routing-decision children of one policy."""
+
+    __slots__ = ("_by_reason", "time")
+
+    def __init__(self, metrics: GatewayMetrics, policy: str) -> None:
+        self.time = metrics.routing_decision.labels(policy)
+        self._by_reason = {r: metrics.routing_decisions.labels(policy, r) for r in DECISION_REASONS}
+
+    def decided(
+        self, elapsed_s: float, chosen: str | None, matches: dict[str, int], index_ok: bool
+    ) -> None:
+        """Count one decision by why it went where it did, and time it."""
+        self.time.observe(elapsed_s)
+        if not index_ok:
+            reason = "index_degraded"
+        elif not matches:
+            reason = "cold"
+        elif chosen is not None and matches.get(chosen, 0) > 0:
+            reason = "cache_hit"
+        else:
+            reason = "load"
+        self._by_reason[reason].inc()
+
+
 class CalibrationCollector(Collector):
-    """What the gateway learned about each backend, beside the configured starting point.
+    """What the gateway learned about each backend, beside the configured starting point, and
+    the engine's own gauges as last polled.
 
     Read from the fleet at scrape time, so learning costs the request path nothing.
     """
+
+    PER_MODEL = ("backend", "model", "source")
+    FAMILIES: ClassVar[tuple[Family, ...]] = (
+        Family(
+            "gateway_backend_bytes_per_token", "gauge",
+            "Rendered prompt bytes per engine token (learned from usage.prompt_tokens).", PER_MODEL,
+        ),
+        Family(
+            "gateway_backend_prefill_tokens_per_second", "gauge",
+            "Uncached prompt tokens prefilled per second (learned from time to first byte).",
+            PER_MODEL,
+        ),
+        Family(
+            "gateway_backend_decode_seconds_per_token", "gauge",
+            "Inter-token latency of a lone request (learned from streamed decodes).", PER_MODEL,
+        ),
+        Family(
+            "gateway_backend_decode_batch_slope", "gauge",
+            "Extra inter-token latency per additional running request, as a fraction.", PER_MODEL,
+        ),
+        Family(
+            "gateway_backend_kv_capacity_tokens", "gauge",
+            "KV cache capacity in tokens, as configured and as the engine reports it.",
+            ("backend", "source"),
+        ),
+        Family(
+            "gateway_backend_engine_running", "gauge",
+            "Requests the engine said it was running, as last polled from its metrics.",
+            ("backend",),
+        ),
+        Family(
+            "gateway_backend_engine_waiting", "gauge",
+            "Requests the engine said were waiting, as last polled from its metrics.",
+            ("backend",),
+        ),
+        Family(
+            "gateway_backend_engine_kv_usage", "gauge",
+            "The engine's KV cache usage (0..1), as last polled (absent if it reports none).",
+            ("backend",),
+        ),
+    )  # fmt: skip
 
     def __init__(self, fleet: Fleet) -> None:
         self._fleet = fleet
 
     def collect(self) -> Iterator[Metric]:
-        """One family per learned quantity; `source` tells configured from learned."""
-        per_model = ["backend", "model", "source"]
-        ratio = GaugeMetricFamily(
-            "gateway_backend_bytes_per_token",
-            "Rendered prompt bytes per engine token (learned from usage.prompt_tokens).",
-            labels=per_model,
-        )
-        speed = GaugeMetricFamily(
-            "gateway_backend_prefill_tokens_per_second",
-            "Uncached prompt tokens prefilled per second (learned from time to first byte).",
-            labels=per_model,
-        )
-        itl = GaugeMetricFamily(
-            "gateway_backend_decode_seconds_per_token",
-            "Inter-token latency of a lone request (learned from streamed decodes).",
-            labels=per_model,
-        )
-        slope = GaugeMetricFamily(
-            "gateway_backend_decode_batch_slope",
-            "Extra inter-token latency per additional running request, as a fraction.",
-            labels=per_model,
-        )
-        kv = GaugeMetricFamily(
-            "gateway_backend_kv_capacity_tokens",
-            "KV cache capacity in tokens, as configured and as the engine reports it.",
-            labels=["backend", "source"],
-        )
+        """One family per learned quantity (`source` tells configured from learned)."""
+        ratio, speed, itl, slope, kv, running, waiting, kv_usage = _families(self.FAMILIES)
         for backend in self._fleet.backends:
             calibration = backend.calibration
             defaults = calibration.defaults
@@ -102,7 +232,25 @@ class CalibrationCollector(Collector):
             kv.add_metric([backend.id, "configured"], defaults.kv_cache_tokens)
             if calibration.engine_kv_tokens is not None:
                 kv.add_metric([backend.id, "engine"], calibration.engine_kv_tokens)
-        yield from (ratio, speed, itl, slope, kv)
+            engine = backend.state.engine
+            if engine is not None:
+                running.add_metric([backend.id], engine.running)
+                waiting.add_metric([backend.id], engine.waiting)
+                if engine.kv_usage is not None:
+                    kv_usage.add_metric([backend.id], engine.kv_usage)
+        yield from (ratio, speed, itl, slope, kv, running, waiting, kv_usage)
+
+
+def _families(families: Iterable[Family]) -> list[GaugeMetricFamily | CounterMetricFamily]:
+    """Empty metric families of `families`, in order, to add samples to."""
+    made: list[GaugeMetricFamily | CounterMetricFamily] = []
+    for family in families:
+        if family.kind == "counter":
+            name = family.name.removesuffix("_total")
+            made.append(CounterMetricFamily(name, family.help, labels=family.labels))
+        else:
+            made.append(GaugeMetricFamily(family.name, family.help, labels=family.labels))
+    return made
 
 
 class GatewayMetrics:
@@ -110,102 +258,169 @@ class GatewayMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
-            "gateway_requests", "Requests answered, by route and HTTP status.",
-            ["route", "status"], registry=r,
-        )  # fmt: skip
-        self.request_duration = Histogram(
+        self.families: list[Family] = []
+        counter, gauge, histogram = self._counter, self._gauge, self._histogram
+        self.requests = counter(
+            "gateway_requests", "Requests answered, by route and HTTP status.", ("route", "status")
+        )
+        self.request_duration = histogram(
             "gateway_request_duration_seconds", "Time from request received to last byte sent.",
-            ["route"], buckets=LATENCY_BUCKETS, registry=r,
+            ("route",), LATENCY_BUCKETS,
         )  # fmt: skip
-        self.ttft = Histogram(
+        self.ttft = histogram(
             "gateway_time_to_first_byte_seconds",
             "Time from request received to the first response byte relayed from a backend.",
-            ["route"], buckets=LATENCY_BUCKETS, registry=r,
+            ("route",), LATENCY_BUCKETS,
         )  # fmt: skip
-        self.upstream_attempts = Counter(
-            "gateway_upstream_attempts", "Attempts to send a request to a backend, by outcome.",
-            ["backend", "outcome"], registry=r,
+        self.requests_by_outcome = counter(
+            "gateway_requests_by_outcome",
+            "Inference requests by tier, lane, status class (2xx, 4xx, 5xx; 499 client gone) "
+            "and reason (ok, an error code of the gateway, upstream_error, stream_broken ...).",
+            ("tier", "lane", "status_class", "reason"),
+        )
+        self.request_ttft = histogram(
+            "gateway_request_ttft_seconds",
+            "Streams: time from request received to the first event relayed (time to first "
+            "token, queueing and failover included).",
+            ("tier", "lane"), LLM_BUCKETS,
         )  # fmt: skip
-        self.client_disconnects = Counter(
-            "gateway_client_disconnects", "Requests whose client went away before the end.",
-            ["route"], registry=r,
+        self.request_itl = histogram(
+            "gateway_request_itl_seconds",
+            "Streams: mean inter-token latency of a request (time after its first event over "
+            "its completion tokens after the first).",
+            ("tier", "lane"), ITL_BUCKETS,
         )  # fmt: skip
-        self.stream_errors = Counter(
-            "gateway_stream_errors", "Streams that failed after the response had started.",
-            ["backend"], registry=r,
+        self.request_e2e = histogram(
+            "gateway_request_e2e_seconds",
+            "Inference requests: time from request received to the end of the answer.",
+            ("tier", "lane"), LLM_BUCKETS,
         )  # fmt: skip
-        self.backend_in_flight = Gauge(
-            "gateway_backend_in_flight", "Requests the gateway has in flight to each backend.",
-            ["backend"], registry=r,
+        self.failovers = counter(
+            "gateway_failovers",
+            "Attempts on a further backend after one failed before its first byte.",
+            ("tier", "lane"),
+        )
+        self.tokens = counter(
+            "gateway_tokens",
+            "Tokens of answered requests from the backends' usage: prompt, completion, "
+            "cache_read (reported cached), cache_write (newly cached).",
+            ("kind", "tenant", "tier", "model"),
+        )
+        self.cost = counter(
+            "gateway_cost_usd",
+            "What answered requests cost at the configured `pricing` (USD).",
+            ("tenant", "tier", "model"),
+        )
+        self.cache_savings = counter(
+            "gateway_cache_savings_usd",
+            "What cache reads saved against the input price (USD).",
+            ("tenant", "tier", "model"),
+        )
+        self.upstream_attempts = counter(
+            "gateway_upstream_attempts",
+            "Attempts to send a request to a backend, by outcome.", ("backend", "outcome"),
         )  # fmt: skip
-        self.backend_healthy = Gauge(
-            "gateway_backend_healthy", "1 when the backend passes health checks, else 0.",
-            ["backend"], registry=r,
+        self.client_disconnects = counter(
+            "gateway_client_disconnects",
+            "Requests whose client went away before the end.", ("route",),
         )  # fmt: skip
-        self.routing_decision = Histogram(
+        self.stream_errors = counter(
+            "gateway_stream_errors",
+            "Streams that failed after the response had started.", ("backend",),
+        )  # fmt: skip
+        self.backend_in_flight = gauge(
+            "gateway_backend_in_flight",
+            "Requests the gateway has in flight to each backend.", ("backend",),
+        )  # fmt: skip
+        self.backend_healthy = gauge(
+            "gateway_backend_healthy",
+            "1 when the backend passes health checks, else 0.", ("backend",),
+        )  # fmt: skip
+        self.routing_decision = histogram(
             "gateway_routing_decision_seconds",
             "Time to hash the prompt, look up the index and rank backends.",
-            ["policy"], buckets=DECISION_BUCKETS, registry=r,
+            ("policy",), DECISION_BUCKETS,
         )  # fmt: skip
-        self.cached_tokens_predicted = Counter(
+        self.routing_decisions = counter(
+            "gateway_routing_decisions",
+            "Routing decisions by policy and reason: cache_hit (the best-ranked backend holds "
+            "part of the prefix), load (one does, another was chosen), cold (none does), "
+            "index_degraded (load only).",
+            ("policy", "reason"),
+        )
+        self.cached_tokens_predicted = counter(
             "gateway_cached_tokens_predicted",
-            "Prompt tokens the index predicted the chosen backend held in cache.",
-            ["backend"], registry=r,
+            "Prompt tokens the index predicted the chosen backend held in cache.", ("backend",),
         )  # fmt: skip
-        self.cached_tokens_reported = Counter(
+        self.cached_tokens_reported = counter(
             "gateway_cached_tokens_reported",
             "Cached prompt tokens the backend reported in usage (same requests as predicted).",
-            ["backend"], registry=r,
-        )  # fmt: skip
-        self.index_corrections = Counter(
+            ("backend",),
+        )
+        self.index_corrections = counter(
             "gateway_index_corrections",
             "Times a backend reported less cache than predicted (its entries then age out sooner).",
-            ["backend"], registry=r,
+            ("backend",),
+        )
+        self.backend_restarts = counter(
+            "gateway_backend_restarts",
+            "Backend restarts seen (their cache entries forgotten).", ("backend",),
         )  # fmt: skip
-        self.backend_restarts = Counter(
-            "gateway_backend_restarts", "Backend restarts seen (their cache entries forgotten).",
-            ["backend"], registry=r,
-        )  # fmt: skip
-        self.index_degraded = Gauge(
+        self.index_degraded = gauge(
             "gateway_index_degraded",
             "1 while the cache-location index is unreachable and routing uses load only.",
-            registry=r,
-        )  # fmt: skip
-        self.load_exchange_replicas = Gauge(
+        )
+        self.load_exchange_replicas = gauge(
             "gateway_load_exchange_replicas",
             "Other gateway replicas whose load the last exchange read (0 after a failure).",
-            registry=r,
-        )  # fmt: skip
-        self.load_exchange_failures = Counter(
+        )
+        self.load_exchange_failures = counter(
             "gateway_load_exchange_failures",
             "Load exchange calls that failed (others' load then comes from engine gauges only).",
-            registry=r,
-        )  # fmt: skip
-        self.admission_rejections = Counter(
+        )
+        self.admission_rejections = counter(
             "gateway_admission_rejections",
             "Requests refused by admission: over a tenant limit or out of queue time.",
-            ["tier", "tenant", "reason"], registry=r,
-        )  # fmt: skip
-        self.limits_degraded = Gauge(
+            ("tier", "tenant", "reason"),
+        )
+        self.limits_degraded = gauge(
             "gateway_limits_degraded",
             "1 while Redis fails and each replica holds only its share of every tenant limit.",
-            registry=r,
-        )  # fmt: skip
-        self.queue_depth = Gauge(
+        )
+        self.queue_depth = gauge(
             "gateway_admission_queue_depth",
-            "Requests waiting for a backend with room, per tier.",
-            ["tier"], registry=r,
+            "Requests waiting for a backend with room, per tier.", ("tier",),
         )  # fmt: skip
-        self.queue_wait = Histogram(
+        self.queue_wait = histogram(
             "gateway_admission_queue_wait_seconds",
             "Time requests waited in the admission queue (admitted or not), per tier.",
-            ["tier"], buckets=LATENCY_BUCKETS, registry=r,
+            ("tier",), LATENCY_BUCKETS,
         )  # fmt: skip
+        self.families += [
+            *CalibrationCollector.FAMILIES,
+            *IndexCounterCollector.FAMILIES,
+            *BreakerCollector.FAMILIES,
+            *ServerMetrics.FAMILIES,
+        ]
         self._routes: dict[str, RouteMetrics] = {}
+        self._tier_lanes: dict[tuple[str, str], TierLaneMetrics] = {}
+        self._tenants: dict[tuple[str, str, str], TenantMetrics] = {}
         self._attempt_children: dict[tuple[str, str], Counter] = {}
         self._breakers: BreakerCollector | None = None
+
+    def _counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Counter:
+        self.families.append(Family(name + "_total", "counter", help, tuple(labels)))
+        return Counter(name, help, labels, registry=self.registry)
+
+    def _gauge(self, name: str, help: str, labels: Sequence[str] = ()) -> Gauge:
+        self.families.append(Family(name, "gauge", help, tuple(labels)))
+        return Gauge(name, help, labels, registry=self.registry)
+
+    def _histogram(
+        self, name: str, help: str, labels: Sequence[str], buckets: Sequence[float]
+    ) -> Histogram:
+        self.families.append(Family(name, "histogram", help, tuple(labels)))
+        return Histogram(name, help, labels, buckets=buckets, registry=self.registry)
 
     def watch_fleet(self, fleet: Fleet) -> None:
         """Export what the gateway learns about the fleet's backends."""
@@ -233,6 +448,26 @@ class GatewayMetrics:
             found = RouteMetrics(self, route)
             self._routes[route] = found
         return found
+
+    def tier_lane(self, tier: str, lane: str) -> TierLaneMetrics:
+        """Metrics of one configured tier and lane, created once."""
+        key = (tier, lane)
+        found = self._tier_lanes.get(key)
+        if found is None:
+            found = self._tier_lanes[key] = TierLaneMetrics(self, tier, lane)
+        return found
+
+    def tenant(self, tenant: str, tier: str, model: str) -> TenantMetrics:
+        """Token and cost metrics of one configured tenant, tier and served model, created once."""
+        key = (tenant, tier, model)
+        found = self._tenants.get(key)
+        if found is None:
+            found = self._tenants[key] = TenantMetrics(self, tenant, tier, model)
+        return found
+
+    def decisions(self, policy: str) -> DecisionMetrics:
+        """Routing-decision metrics of one policy."""
+        return DecisionMetrics(self, policy)
 
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""
@@ -270,63 +505,84 @@ INDEX_COUNTERS = (
 
 
 class IndexCounterCollector(Collector):
-    """The cache-location index's counters, read from the live index at scrape time."""
+    """The cache-location index's counters and (where it keeps them) its entries, read from
+    the live index at scrape time."""
+
+    ENTRIES = Family(
+        "gateway_index_entries", "gauge",
+        "Prefix blocks the index holds per backend (memory index only; Redis keeps its own).",
+        ("backend",),
+    )  # fmt: skip
+    FAMILIES: ClassVar[tuple[Family, ...]] = (
+        *(Family(f"gateway_index_{name}_total", "counter", doc) for name, doc in INDEX_COUNTERS),
+        ENTRIES,
+    )
 
     def __init__(self, index: PrefixIndex) -> None:
         self._index = index
 
     def collect(self) -> Iterator[Metric]:
         """One counter family per index counter."""
-        from prometheus_client.core import CounterMetricFamily
-
         counters = self._index.counters
         for name, documentation in INDEX_COUNTERS:
             value = getattr(counters, name, None)
             if isinstance(value, int):
                 yield CounterMetricFamily(f"gateway_index_{name}", documentation, value=value)
+        entries = getattr(self._index, "entries", None)
+        if callable(entries):
+            family = GaugeMetricFamily(self.ENTRIES.name, self.ENTRIES.help, labels=["backend"])
+            for backend in self._index.staleness.backends():
+                family.add_metric([backend], entries(backend))
+            yield family
 
 
 class ServerMetrics:
     """The HTTP server's own counters: surprises caught at the boundary, refused clients."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.unexpected_errors = Counter(
-            "gateway_unexpected_errors",
-            "Exceptions no handler expected, answered as a 500 (or an in-band error).",
-            ["route"], registry=registry,
-        )  # fmt: skip
-        self.refused = Counter(
-            "gateway_client_refusals",
+    FAMILIES: ClassVar[tuple[Family, ...]] = (
+        Family(
+            "gateway_unexpected_errors_total", "counter",
+            "Exceptions no handler expected, answered as a 500 (or an in-band error).", ("route",),
+        ),
+        Family(
+            "gateway_client_refusals_total", "counter",
             "Connections or requests refused by the server: timeouts, size caps, malformed "
-            "requests, connection and request caps.",
-            ["reason"], registry=registry,
-        )  # fmt: skip
+            "requests, connection and request caps.", ("reason",),
+        ),
+    )  # fmt: skip
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        errors, refused = self.FAMILIES
+        self.unexpected_errors = Counter(
+            errors.name.removesuffix("_total"), errors.help, errors.labels, registry=registry
+        )
+        self.refused = Counter(
+            refused.name.removesuffix("_total"), refused.help, refused.labels, registry=registry
+        )
 
 
 class BreakerCollector(Collector):
     """Each backend's circuit-breaker state and how often it opened, read at scrape time."""
 
     STATES = ("closed", "open", "half_open")
+    FAMILIES: ClassVar[tuple[Family, ...]] = (
+        Family(
+            "gateway_backend_circuit_state", "gauge",
+            "1 for the circuit breaker's current state (closed, open, half_open), else 0.",
+            ("backend", "state"),
+        ),
+        Family(
+            "gateway_backend_circuit_opens_total", "counter",
+            "Times the backend's circuit breaker opened.", ("backend",),
+        ),
+    )  # fmt: skip
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
 
     def collect(self) -> Iterator[Metric]:
         """A state set (1 for the current state) and an opens counter per backend."""
-        import time
-
-        from prometheus_client.core import CounterMetricFamily
-
-        state = GaugeMetricFamily(
-            "gateway_backend_circuit_state",
-            "1 for the circuit breaker's current state (closed, open, half_open), else 0.",
-            labels=["backend", "state"],
-        )
-        opens = CounterMetricFamily(
-            "gateway_backend_circuit_opens",
-            "Times the backend's circuit breaker opened.",
-            labels=["backend"],
-        )
+        state, opens = _families(self.FAMILIES)
         now = time.monotonic()
         for backend in self.fleet.backends:
             breaker = backend.state.breaker
@@ -335,3 +591,35 @@ class BreakerCollector(Collector):
                 state.add_metric([backend.id, name], 1.0 if name == current else 0.0)
             opens.add_metric([backend.id], breaker.opened)
         yield from (state, opens)
+
+
+def catalog(metrics: GatewayMetrics) -> list[Family]:
+    """Every family of the catalog, by name, with type and help as the registry exposes them."""
+    exposed = {m.name: m for m in metrics.registry.collect()}
+    families = []
+    for family in sorted(metrics.families, key=lambda f: f.name):
+        # The registry's own view wins (counter names carry no `_total` there).
+        seen = exposed.get(family.name) or exposed.get(family.name.removesuffix("_total"))
+        kind = seen.type if seen is not None else family.kind
+        help = seen.documentation if seen is not None else family.help
+        families.append(Family(family.name, kind, help, family.labels))
+    return families
+
+
+def catalog_markdown(metrics: GatewayMetrics) -> str:
+    """docs/metrics.md: the catalog as a Markdown table."""
+    lines = [
+        "# Metrics catalog",
+        "",
+        "Generated from `gateway/metrics.py` by `scripts/metrics_doc.py`; a test checks that this",
+        "file matches the code. Counters are listed by their exposed `_total` name; histograms",
+        "also expose `_bucket`, `_sum` and `_count`.",
+        "",
+        "| name | type | labels | help |",
+        "|---|---|---|---|",
+    ]
+    for family in catalog(metrics):
+        labels = ", ".join(f"`{label}`" for label in family.labels) or "—"
+        help = family.help.replace("|", "\\|")
+        lines.append(f"| `{family.name}` | {family.kind} | {labels} | {help} |")
+    return "\n".join(lines) + "\n"

@@ -251,7 +251,7 @@ class Placer:
         self._metrics = metrics
         self._tasks = tasks
         self.groups = PrefixGroups()
-        self._decision_time = metrics.routing_decision.labels(router.name)
+        self._decisions = metrics.decisions(router.name)
 
     def key(self, request: InferenceRequest) -> PrefixKey:
         """The request's prefix chain (and its rendered length)."""
@@ -287,7 +287,8 @@ class Placer:
             output_tokens=request.max_tokens,
         )
         decision = self._router.decide(route, candidates)
-        self._decision_time.observe(time.perf_counter() - started)
+        chosen = decision.ranked[0].id if decision.ranked else None
+        self._decisions.decided(time.perf_counter() - started, chosen, matches, self._index.healthy)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("route %s %s", request.request_id.decode(), decision.explain())
         return Placement(self, request, key, route, decision)

@@ -206,12 +206,34 @@ class RoutingSettings(StrictModel):
     profiles: dict[str, ProfileSettings] = {"default": ProfileSettings()}
     threshold: ThresholdSettings = ThresholdSettings()
     explain: bool = False
+    # Whether a client's `x-gateway-explain: 1` is honoured (it shows the fleet's topology).
+    explain_header: bool = False
 
     @model_validator(mode="after")
     def _profile_exists(self) -> RoutingSettings:
         if self.profile not in self.profiles:
             raise ValueError(f"routing.profile {self.profile!r} is not in routing.profiles")
         return self
+
+
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+class ModelPricing(StrictModel):
+    """A model's prices in USD per million tokens; cache prices default to the input price."""
+
+    input: NonNegativeFloat
+    output: NonNegativeFloat
+    cache_read: NonNegativeFloat | None = None
+    cache_write: NonNegativeFloat | None = None
+
+
+class AccessLogSettings(StrictModel):
+    """The JSON access log: one line per inference request on the `gateway.access` logger."""
+
+    enabled: bool = True
+    include_prompt: bool = False
+    stream: Literal["stdout", "stderr"] = "stdout"
 
 
 TierName = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -384,6 +406,9 @@ class GatewaySettings(BaseSettings):
     discovery: DiscoverySettings = DiscoverySettings()
     admission: AdmissionSettings = AdmissionSettings()
     auth: AuthSettings = AuthSettings()
+    # Model name (as the backends serve it) -> its prices; unpriced models cost nothing.
+    pricing: dict[Annotated[str, Field(min_length=1)], ModelPricing] = {}
+    access_log: AccessLogSettings = AccessLogSettings()
     backends: list[BackendSettings]
 
     @classmethod

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 
+from gateway.access_log import RequestRecord, error_reason
 from gateway.admission.keys import Principal
 from gateway.admission.limits import used_tokens
 from gateway.admission.queue import with_room_first
@@ -65,8 +66,10 @@ class InferenceEndpoint:
         deps = self._runtime.deps  # this request keeps this container, whatever reloads do
         request_id = request_id_for(scope)
         outcome = ProxyOutcome()
+        record = RequestRecord(request_id, self._kind, started)
         ticket = self._lifecycle.enter()
         stream = False
+        reason = "ok"
         try:
             server = deps.settings.server
             principal = deps.gate.authenticate(header_value(scope, b"authorization"))
@@ -74,11 +77,14 @@ class InferenceEndpoint:
             limits = self._limits if server is self._limits_of else self._body_limits(server)
             request = parse_request(self._kind, body, request_id, limits)
             stream = request.stream
-            await self._forward(deps, scope, principal, request, receive, send, outcome)
+            await self._forward(deps, scope, principal, request, receive, send, outcome, record)
             status = outcome.status if outcome.finished else CLIENT_CLOSED
+            if outcome.broken:
+                reason = "stream_broken"
         except GatewayError as error:
             await send_error(send, error, self._error_headers(request_id, outcome))
             status = error.status
+            reason = error_reason(error, outcome)
         except ClientGone:
             status = CLIENT_CLOSED
         except asyncio.CancelledError:
@@ -87,18 +93,22 @@ class InferenceEndpoint:
             # A drain outlived this request: end it in-band (a stream) or with a 503.
             ticket.uncancel()
             status = await self._end(send, shutting_down(), request_id, outcome, stream)
+            reason = "shutting_down"
         except Exception:  # the boundary: a surprise still gets an OpenAI-shaped answer
             log.exception("unexpected error on request %s", request_id.decode())
             self._unexpected.inc()
             failure = GatewayError(500, "The gateway failed unexpectedly on this request.")
             status = await self._end(send, failure, request_id, outcome, stream)
+            reason = "internal_error"
         finally:
             self._lifecycle.leave(ticket)
         if status == CLIENT_CLOSED:
             self._disconnects.inc()
+            reason = "client_closed"
         if outcome.first_byte_at is not None:
             self._metrics.ttft.observe(outcome.first_byte_at - started)
         self._metrics.finished(status, time.perf_counter() - started)
+        deps.ledger.close(record, outcome, status, reason)
 
     def _body_limits(self, server: ServerSettings) -> BodyLimits:
         """The JSON limits of `server` (built again only when a reload changed the section)."""
@@ -143,8 +153,16 @@ class InferenceEndpoint:
         receive: Receive,
         send: Send,
         outcome: ProxyOutcome,
+        record: RequestRecord,
     ) -> None:
         tier = deps.gate.tier(principal, request.data)
+        record.tenant = principal.tenant
+        record.tier = tier.name
+        record.stream = request.stream
+        access_log = deps.ledger.access_log
+        if access_log is not None and access_log.include_prompt:
+            data = request.data
+            record.prompt = data.get("messages") if request.kind == "chat" else data.get("prompt")
         outcome.extra_headers.append((b"x-gateway-tier", tier.header))
         candidates = deps.fleet.serving(request.model)
         if not candidates:
@@ -154,6 +172,7 @@ class InferenceEndpoint:
                 param="model",
                 code="model_not_found",
             )
+        record.model = request.model  # a served model: a bounded label
         try:
             candidates = tier.pools.keep_backends(candidates)
         except Unroutable as refused:
@@ -163,6 +182,7 @@ class InferenceEndpoint:
         limits = gate.limits_of(principal.tenant, tier)
         if limits is None:
             placement = await deps.placer.place(request, candidates)
+            record.lane = deps.lanes.of(placement.route, candidates)
             await self._proxy(
                 deps, scope, principal, request, placement, tier, receive, send, outcome
             )
@@ -177,6 +197,7 @@ class InferenceEndpoint:
             principal.tenant, tier, limits, reserved, lease, placing
         )
         outcome.extra_headers.extend(verdict.headers())
+        record.lane = deps.lanes.of(placement.route, candidates)
         if not verdict.allowed:
             raise verdict.error()
         try:
@@ -200,7 +221,10 @@ class InferenceEndpoint:
         outcome: ProxyOutcome,
     ) -> None:
         ranked = placement.decision.ranked
-        if deps.settings.routing.explain or header_value(scope, b"x-gateway-explain") == b"1":
+        routing = deps.settings.routing
+        if routing.explain or (
+            routing.explain_header and header_value(scope, b"x-gateway-explain") == b"1"
+        ):
             outcome.extra_headers.append(
                 (b"x-gateway-route", placement.decision.explain().encode())
             )

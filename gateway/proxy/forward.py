@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
+from gateway.accounting import Charge, Prices
 from gateway.api.request import InferenceRequest, with_priority
 from gateway.errors import GatewayError
 from gateway.fleet.breaker import Admission
@@ -30,7 +31,7 @@ from gateway.proxy.upstream import (
     UpstreamTooLarge,
     UpstreamUnavailable,
 )
-from gateway.proxy.usage import UsageReader
+from gateway.proxy.usage import UsageReader, parse_usage
 from gateway.settings import UpstreamSettings
 
 Message = MutableMapping[str, Any]
@@ -90,6 +91,21 @@ class ProxyOutcome:
     broken: bool = False
     attempts: int = 0
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    charge: Charge | None = None
+    charged: bool = False
+
+
+def charge_of(outcome: ProxyOutcome, prices: Prices, model: str) -> Charge | None:
+    """The answered request's tokens and price, from the usage its backend reported (read
+    once: a whole answer is charged before its head goes out, for the cache headers)."""
+    if not outcome.charged:
+        outcome.charged = True
+        backend = outcome.backend
+        if outcome.usage is not None and backend is not None:
+            usage = parse_usage(outcome.usage, backend.settings.reports_cached_tokens)
+            if usage is not None:
+                outcome.charge = prices.charge(model, usage)
+    return outcome.charge
 
 
 def upstream_body(request: InferenceRequest, backend: Backend) -> tuple[bytes, bool]:
@@ -169,10 +185,12 @@ class Forwarder:
         settings: UpstreamSettings,
         *,
         unavailable_retry_s: float = 1.0,
+        prices: Prices | None = None,
     ) -> None:
         self._client = client
         self._metrics = metrics
         self._settings = settings
+        self.prices = prices if prices is not None else Prices({})
         self._limits = AttemptLimits.from_settings(settings)
         self._unavailable_retry_s = unavailable_retry_s
 
@@ -368,11 +386,15 @@ class Forwarder:
         await response.aclose()
         observer.first_byte(backend)
         start = self._start_message(request, backend, response, outcome, b"application/json")
-        start["headers"].append((b"content-length", str(len(body)).encode()))
+        headers = start["headers"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        outcome.tail = outcome.usage = body
+        charge = charge_of(outcome, self.prices, request.model)
+        if charge is not None:
+            headers.extend(charge.headers())
         await send(start)
         await send({"type": "http.response.body", "body": body, "more_body": False})
         outcome.finished = True
-        outcome.tail = outcome.usage = body
         return "ok"
 
     async def _relay_stream(

@@ -19,11 +19,16 @@ _FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts from `usage` (None where the engine left a field out)."""
+    """Token counts from `usage` (None where the engine left a field out).
+
+    `created_cache_tokens` is the engine's own count of prompt tokens it newly cached
+    (`prompt_tokens_details.created_cache_tokens`, where an engine reports one).
+    """
 
     prompt_tokens: int | None
     completion_tokens: int | None
     cached_tokens: int | None
+    created_cache_tokens: int | None = None
 
 
 def _count(value: Any) -> int | None:
@@ -48,10 +53,13 @@ def parse_usage(payload: bytes, absent_means_zero: bool = False) -> Usage | None
         return None
     prompt = _count(usage.get("prompt_tokens"))
     details = usage.get("prompt_tokens_details")
-    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
+    cached = created = None
+    if isinstance(details, dict):
+        cached = _count(details.get("cached_tokens"))
+        created = _count(details.get("created_cache_tokens"))
     if cached is None and absent_means_zero and prompt is not None:
         cached = 0
-    return Usage(prompt, _count(usage.get("completion_tokens")), cached)
+    return Usage(prompt, _count(usage.get("completion_tokens")), cached, created)
 
 
 class UsageReader:

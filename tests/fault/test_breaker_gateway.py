@@ -49,7 +49,11 @@ async def test_consecutive_failures_open_the_circuit_and_traffic_leaves(raw_serv
 async def test_open_backends_leave_the_profile_ranking(raw_servers):
     bad, ok = await raw_servers(failing, good)
     breaker = {"consecutive_failures": 1, "cooldown_s": 60}
-    async with loop_gateway([backend(bad, "bad"), backend(ok, "ok")], breaker=breaker) as gw:
+    async with loop_gateway(
+        [backend(bad, "bad"), backend(ok, "ok")],
+        breaker=breaker,
+        routing={"explain_header": True},
+    ) as gw:
         circuit = gw.deps.fleet.backends[0].state.breaker
         circuit.record(Admission.NORMAL, False, time.monotonic())  # as a failed attempt would
         routes = []

@@ -50,7 +50,7 @@ def test_round_robin_ignores_the_prefix(sim_fleet, gateway):
 
 def test_explain_header_lists_every_candidate_with_scores(sim_fleet, gateway):
     fleet = sim_fleet(3)
-    gw = gateway(fleet.backend_settings(), routing={"policy": "profile"})
+    gw = gateway(fleet.backend_settings(), routing={"policy": "profile", "explain_header": True})
     post(gw.url, chat("warm up"))
     r = post(gw.url, chat("again"), **{"x-gateway-explain": "1"})
     route = r.headers["x-gateway-route"]

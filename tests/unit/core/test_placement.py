@@ -33,6 +33,7 @@ class FakeIndex:
         self.calls: list[tuple[object, ...]] = []
         self.held: dict[str, int] = {}
         self.staleness = StalenessModel(clock=lambda: 0.0)
+        self.healthy = True
 
     async def lookup(self, model: str, hashes: Sequence[int]) -> dict[str, int]:
         self.calls.append(("lookup", model, list(hashes)))
