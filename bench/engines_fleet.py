@@ -57,6 +57,7 @@ class EngineOptions:
             "--host", LOOPBACK, "--port", str(port),
             "--max-model-len", str(self.max_model_len), "--block-size", str(self.block_size),
             "--dtype", "float32", "--enable-prefix-caching", "--enable-prompt-tokens-details",
+            "--scheduling-policy", "priority",  # takes the tiers' engine_priority
             "--disable-uvicorn-access-log",
         ]  # fmt: skip
 

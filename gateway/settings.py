@@ -353,6 +353,9 @@ class BackendSettings(StrictModel):
     max_concurrency: PositiveInt = 256
     kv_cache_tokens: PositiveInt = 1_000_000
     reports_cached_tokens: bool = False
+    # The engine schedules by request priority (vLLM `--scheduling-policy priority`): only then
+    # is a tier's `engine_priority` sent, as vLLM refuses a non-zero priority otherwise.
+    priority_scheduling: bool = False
     api_key: SecretStr | None = None
     # https:// only: a CA bundle trusted besides the system's, and the name sent as SNI and
     # checked against the certificate (default: the URL's host).

@@ -119,8 +119,9 @@ def upstream_body(request: InferenceRequest, backend: Backend) -> tuple[bytes, b
         body, strip = request.body, False
     else:
         body, strip = request.usage_body, True
-    if request.engine_priority is not None and adapter.accepts_priority:
-        body = with_priority(body, request.data, request.engine_priority)
+    priority = request.engine_priority
+    if priority is not None and adapter.accepts_priority and backend.settings.priority_scheduling:
+        body = with_priority(body, request.data, priority)
     return body, strip
 
 

@@ -46,10 +46,13 @@ def recorders() -> Iterator[tuple[list[Recorder], ServerThread]]:
     server.stop()
 
 
-def entries(server: ServerThread, fast: str = "vllm", slow: str = "tgi") -> list[dict[str, object]]:
+def entries(
+    server: ServerThread, fast: str = "vllm", slow: str = "tgi", priority_scheduling: bool = True
+) -> list[dict[str, object]]:
+    common = {"models": [MODEL], "priority_scheduling": priority_scheduling}
     return [
-        {"id": "fast", "url": server.urls[0], "engine": fast, "models": [MODEL], "pool": "fast"},
-        {"id": "slow", "url": server.urls[1], "engine": slow, "models": [MODEL], "pool": "slow"},
+        {"id": "fast", "url": server.urls[0], "engine": fast, "pool": "fast", **common},
+        {"id": "slow", "url": server.urls[1], "engine": slow, "pool": "slow", **common},
     ]
 
 
@@ -126,6 +129,16 @@ def test_priority_goes_to_vllm_and_everything_else_byte_for_byte(recorders, gate
     # A client's own priority is replaced by the tier's, not left to win.
     assert post(gw.url, chat(priority=0), "key-acme").status_code == 200
     assert orjson.loads(backends[0].bodies[-1])["priority"] == -5
+
+
+def test_vllm_without_priority_scheduling_gets_no_priority(recorders, gateway):
+    # vLLM refuses a non-zero priority unless it was started with priority scheduling.
+    backends, server = recorders
+    listed = entries(server, priority_scheduling=False)
+    gw = gateway(listed, admission=ADMISSION, auth=AUTH)
+    sent = chat(max_tokens=3)
+    assert post(gw.url, sent, "key-acme").headers["x-gateway-backend"] == "fast"
+    assert backends[0].bodies == [sent]
 
 
 def test_tgi_gets_no_priority_and_the_body_as_sent(recorders, gateway):

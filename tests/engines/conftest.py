@@ -57,6 +57,7 @@ def backend_entries(fleet: VllmFleet) -> list[dict[str, Any]]:
             "engine": "vllm",
             "models": [fleet.options.served_model],
             "reports_cached_tokens": True,
+            "priority_scheduling": True,
         }
         for server in fleet.servers
     ]
