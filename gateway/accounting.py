@@ -19,7 +19,7 @@ CACHE_READ_HEADER = b"x-gateway-cache-read-tokens"
 CACHE_WRITE_HEADER = b"x-gateway-cache-write-tokens"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Charge:
     """One answered request's tokens, cache use and price (None: not known)."""
 

@@ -99,18 +99,18 @@ class TierLaneMetrics:
 
 
 class TenantMetrics:
-    """Pre-resolved token and cost children of one (tenant, tier, model)."""
+    """Token and cost totals of one (tenant, tier, model), exported at scrape time.
 
-    __slots__ = ("cache_read", "cache_write", "completion", "cost", "prompt", "savings")
+    Plain sums on the request path (the event loop is the only writer), read by
+    `AccountingCollector` as counters: six label children's locks cost more per request.
+    """
 
-    def __init__(self, metrics: GatewayMetrics, tenant: str, tier: str, model: str) -> None:
-        tokens = metrics.tokens
-        self.prompt = tokens.labels("prompt", tenant, tier, model)
-        self.completion = tokens.labels("completion", tenant, tier, model)
-        self.cache_read = tokens.labels("cache_read", tenant, tier, model)
-        self.cache_write = tokens.labels("cache_write", tenant, tier, model)
-        self.cost = metrics.cost.labels(tenant, tier, model)
-        self.savings = metrics.cache_savings.labels(tenant, tier, model)
+    __slots__ = ("cache_read", "cache_write", "completion", "cost", "labels", "prompt", "savings")
+
+    def __init__(self, tenant: str, tier: str, model: str) -> None:
+        self.labels = (tenant, tier, model)
+        self.prompt = self.completion = self.cache_read = self.cache_write = 0
+        self.cost = self.savings = 0.0
 
     def charged(
         self,
@@ -122,16 +122,54 @@ class TenantMetrics:
         savings_usd: float | None,
     ) -> None:
         """Count one answered request's tokens and price."""
-        self.prompt.inc(prompt)
-        self.completion.inc(completion)
+        self.prompt += prompt
+        self.completion += completion
         if cache_read is not None:
-            self.cache_read.inc(cache_read)
+            self.cache_read += cache_read
         if cache_write is not None:
-            self.cache_write.inc(cache_write)
+            self.cache_write += cache_write
         if cost_usd is not None:
-            self.cost.inc(cost_usd)
+            self.cost += cost_usd
         if savings_usd:
-            self.savings.inc(savings_usd)
+            self.savings += savings_usd
+
+
+class AccountingCollector(Collector):
+    """Tokens, cost and cache savings per tenant, tier and model, read at scrape time."""
+
+    LABELS = ("tenant", "tier", "model")
+    FAMILIES: ClassVar[tuple[Family, ...]] = (
+        Family(
+            "gateway_tokens_total", "counter",
+            "Tokens of answered requests from the backends' usage: prompt, completion, "
+            "cache_read (reported cached), cache_write (newly cached).",
+            ("kind", *LABELS),
+        ),
+        Family(
+            "gateway_cost_usd_total", "counter",
+            "What answered requests cost at the configured `pricing` (USD).", LABELS,
+        ),
+        Family(
+            "gateway_cache_savings_usd_total", "counter",
+            "What cache reads saved against the input price (USD).", LABELS,
+        ),
+    )  # fmt: skip
+
+    def __init__(self, tenants: dict[tuple[str, str, str], TenantMetrics]) -> None:
+        self._tenants = tenants
+
+    def collect(self) -> Iterator[Metric]:
+        """Three counter families."""
+        tokens, cost, savings = _families(self.FAMILIES)
+        for found in list(self._tenants.values()):
+            labels = list(found.labels)
+            tokens.add_metric(["prompt", *labels], found.prompt)
+            tokens.add_metric(["completion", *labels], found.completion)
+            tokens.add_metric(["cache_read", *labels], found.cache_read)
+            tokens.add_metric(["cache_write", *labels], found.cache_write)
+            cost.add_metric(labels, found.cost)
+            savings.add_metric(labels, found.savings)
+        yield from (tokens, cost, savings)
 
 
 class DecisionMetrics:
@@ -300,22 +338,6 @@ class GatewayMetrics:
             "Attempts on a further backend after one failed before its first byte.",
             ("tier", "lane"),
         )
-        self.tokens = counter(
-            "gateway_tokens",
-            "Tokens of answered requests from the backends' usage: prompt, completion, "
-            "cache_read (reported cached), cache_write (newly cached).",
-            ("kind", "tenant", "tier", "model"),
-        )
-        self.cost = counter(
-            "gateway_cost_usd",
-            "What answered requests cost at the configured `pricing` (USD).",
-            ("tenant", "tier", "model"),
-        )
-        self.cache_savings = counter(
-            "gateway_cache_savings_usd",
-            "What cache reads saved against the input price (USD).",
-            ("tenant", "tier", "model"),
-        )
         self.upstream_attempts = counter(
             "gateway_upstream_attempts",
             "Attempts to send a request to a backend, by outcome.", ("backend", "outcome"),
@@ -396,7 +418,10 @@ class GatewayMetrics:
             "Time requests waited in the admission queue (admitted or not), per tier.",
             ("tier",), LATENCY_BUCKETS,
         )  # fmt: skip
+        self._tenants: dict[tuple[str, str, str], TenantMetrics] = {}
+        self.registry.register(AccountingCollector(self._tenants))
         self.families += [
+            *AccountingCollector.FAMILIES,
             *CalibrationCollector.FAMILIES,
             *IndexCounterCollector.FAMILIES,
             *BreakerCollector.FAMILIES,
@@ -404,7 +429,6 @@ class GatewayMetrics:
         ]
         self._routes: dict[str, RouteMetrics] = {}
         self._tier_lanes: dict[tuple[str, str], TierLaneMetrics] = {}
-        self._tenants: dict[tuple[str, str, str], TenantMetrics] = {}
         self._attempt_children: dict[tuple[str, str], Counter] = {}
         self._breakers: BreakerCollector | None = None
 
@@ -462,7 +486,7 @@ class GatewayMetrics:
         key = (tenant, tier, model)
         found = self._tenants.get(key)
         if found is None:
-            found = self._tenants[key] = TenantMetrics(self, tenant, tier, model)
+            found = self._tenants[key] = TenantMetrics(tenant, tier, model)
         return found
 
     def decisions(self, policy: str) -> DecisionMetrics:
