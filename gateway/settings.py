@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from gateway.fleet.dns_settings import DiscoverySettings
 
 CONFIG_ENV = "GATEWAY_CONFIG"
-EngineKind = Literal["vllm", "sglang", "tgi", "openai"]
+EngineKind = Literal["vllm", "sglang", "tgi", "llamacpp", "openai"]
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -350,7 +350,7 @@ class BackendSettings(StrictModel):
     decode_s_per_token: PositiveFloat = 0.02
     decode_batch_slope: Annotated[float, Field(ge=0.0)] = 0.01
     bytes_per_token: Annotated[float, Field(gt=0.5, le=16.0)] | None = None
-    max_concurrency: PositiveInt = 256
+    max_concurrency: PositiveInt | None = None  # else what the engine states, else 256
     kv_cache_tokens: PositiveInt = 1_000_000
     reports_cached_tokens: bool = False
     # The engine schedules by request priority (vLLM `--scheduling-policy priority`): only then

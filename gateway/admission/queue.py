@@ -147,7 +147,7 @@ class AdmissionQueue:
     def _free_slots(backends: Sequence[Backend]) -> float:
         unique = {b.id: b for b in backends}
         return sum(
-            max(0.0, b.settings.max_concurrency - b.state.in_flight - b.state.exchanged_in_flight)
+            max(0.0, b.max_concurrency - b.state.in_flight - b.state.exchanged_in_flight)
             for b in unique.values()
         )
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import orjson
 
-from gateway.fleet.adapters.base import EngineCache
+from gateway.fleet.adapters.base import EngineCache, EngineLimits
 from gateway.fleet.registry import Backend, EngineLoad, Fleet
 from gateway.proxy.upstream import UpstreamBroken, UpstreamClient, UpstreamUnavailable
 from gateway.settings import HealthSettings
@@ -54,6 +54,7 @@ class FleetPoller:
         self._lifetime: dict[str, float] = {}
         self._started_at: dict[str, float] = {}
         self._cache_known: set[str] = set()
+        self._info_read: set[str] = set()  # the engine's info document, once per start
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -116,7 +117,7 @@ class FleetPoller:
             ok = False
         if ok and backend.state.learned_max_context is None:
             await self._learn_context(backend)
-        if ok and backend.id not in self._cache_known and backend.adapter.info_path:
+        if ok and backend.id not in self._info_read and backend.adapter.info_path:
             await self._learn_info(backend)
         self._update_health(backend, ok)
 
@@ -126,9 +127,22 @@ class FleetPoller:
         try:
             status, body = await self._get(backend, path)
             if status == 200:
-                self._learn_cache(backend, backend.adapter.parse_info(orjson.loads(body)))
+                info = orjson.loads(body)
+                self._learn_cache(backend, backend.adapter.parse_info(info))
+                self._learn_limits(backend, backend.adapter.parse_limits(info))
+                self._info_read.add(backend.id)
         except (*_PROBE_ERRORS, orjson.JSONDecodeError):
             return
+
+    def _learn_limits(self, backend: Backend, limits: EngineLimits | None) -> None:
+        if limits is None:
+            return
+        state = backend.state
+        if limits.max_context is not None:
+            state.learned_max_context = limits.max_context
+        if limits.max_concurrency != state.learned_max_concurrency:
+            state.learned_max_concurrency = limits.max_concurrency
+            log.info("backend %s takes %s requests at once", backend.id, limits.max_concurrency)
 
     def _learn_cache(self, backend: Backend, cache: EngineCache | None) -> None:
         if cache is None or cache.capacity_tokens is None or not self._discover_cache:
@@ -192,6 +206,7 @@ class FleetPoller:
     def _restarted(self, backend: Backend, why: str) -> None:
         log.warning("backend %s restarted (%s)", backend.id, why)
         self._cache_known.discard(backend.id)
+        self._info_read.discard(backend.id)  # it may have restarted with other limits
         if self._on_restart is not None:
             self._on_restart(backend)
 

@@ -14,6 +14,8 @@ from gateway.fleet.prefill_queue import PrefillQueue
 from gateway.settings import BackendSettings, CalibrationSettings
 
 DEFAULT_BYTES_PER_TOKEN = 4.0
+# Requests a backend takes at once when neither the config nor the engine says.
+DEFAULT_MAX_CONCURRENCY = 256
 
 
 def calibration_defaults(
@@ -46,6 +48,7 @@ class BackendState:
     consecutive_failures: int = 0
     consecutive_successes: int = 0
     learned_max_context: int | None = None
+    learned_max_concurrency: int | None = None
     engine: EngineLoad | None = None
     # What the other gateway replicas said they have here (the load exchange), if anything.
     exchanged: ExchangedLoad | None = None
@@ -188,6 +191,12 @@ class Backend:
     def max_context(self) -> int | None:
         """The configured context window, else the one the backend reported."""
         return self.settings.max_context or self.state.learned_max_context
+
+    @property
+    def max_concurrency(self) -> int:
+        """Requests it takes at once: configured, else what the engine states, else 256."""
+        configured = self.settings.max_concurrency
+        return configured or self.state.learned_max_concurrency or DEFAULT_MAX_CONCURRENCY
 
 
 class Fleet:

@@ -101,7 +101,7 @@ def context_tokens(request: RouteRequest, backend: Backend, default_output: floa
 def full(backend: Backend) -> bool:
     """Whether `backend` carries as many requests as it may take (every replica's count)."""
     state = backend.state
-    return state.in_flight + state.exchanged_in_flight >= backend.settings.max_concurrency
+    return state.in_flight + state.exchanged_in_flight >= backend.max_concurrency
 
 
 class WindowFilter:

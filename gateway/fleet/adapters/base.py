@@ -30,6 +30,13 @@ class EngineCache(NamedTuple):
     block_tokens: int | None
 
 
+class EngineLimits(NamedTuple):
+    """What the engine says it takes: one request's context, and requests at once."""
+
+    max_context: int | None
+    max_concurrency: int | None
+
+
 def positive_int(value: Any) -> int | None:
     try:
         number = int(float(value))
@@ -102,6 +109,10 @@ class EngineAdapter:
 
     def parse_info(self, info: Any) -> EngineCache | None:
         """The KV cache as the engine's info document describes it (None when it doesn't)."""
+        return None
+
+    def parse_limits(self, info: Any) -> EngineLimits | None:
+        """The request limits the engine's info document states (None when it doesn't)."""
         return None
 
     def parse_load(self, text: str) -> LoadSample | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.fleet.adapters.base import EngineAdapter, EngineCache, positive_int
+from gateway.fleet.adapters.base import EngineAdapter, EngineCache, EngineLimits, positive_int
 from gateway.fleet.promtext import collect_labels
 from gateway.settings import EngineKind
 
@@ -80,6 +80,41 @@ class TgiAdapter(EngineAdapter):
         tokens = positive_int(info.get("max_batch_total_tokens"))
         return EngineCache(tokens, None) if tokens is not None else None
 
+    def parse_limits(self, info: Any) -> EngineLimits | None:
+        """`max_total_tokens` (prompt + output of one request), `max_concurrent_requests`
+        (beyond it TGI answers 429 "Model is overloaded")."""
+        if not isinstance(info, dict):
+            return None
+        window = positive_int(info.get("max_total_tokens"))
+        concurrency = positive_int(info.get("max_concurrent_requests"))
+        if window is None and concurrency is None:
+            return None
+        return EngineLimits(window, concurrency)
+
+
+class LlamaCppAdapter(EngineAdapter):
+    """llama.cpp's llama-server (OpenAI-shaped errors; `/props` describes its slots, and
+    `/metrics` needs `--metrics`)."""
+
+    kind = "llamacpp"
+    running_metrics = ("llamacpp:requests_processing",)
+    waiting_metrics = ("llamacpp:requests_deferred",)
+    kv_usage_metrics = ("llamacpp:kv_cache_usage_ratio",)
+    lifetime_counters = ("llamacpp:prompt_tokens_total",)
+    info_path = "/props"
+
+    def parse_limits(self, info: Any) -> EngineLimits | None:
+        """`default_generation_settings.n_ctx` (one slot's context) and `total_slots`
+        (requests decoded at once; more wait inside the server)."""
+        if not isinstance(info, dict):
+            return None
+        settings = info.get("default_generation_settings")
+        window = positive_int(settings.get("n_ctx")) if isinstance(settings, dict) else None
+        slots = positive_int(info.get("total_slots"))
+        if window is None and slots is None:
+            return None
+        return EngineLimits(window, slots)
+
 
 class OpenAIAdapter(EngineAdapter):
     """Any other OpenAI-compatible server; health is probed through `/v1/models`."""
@@ -95,6 +130,7 @@ def adapter_for(kind: EngineKind) -> EngineAdapter:
         "vllm": VllmAdapter,
         "sglang": SglangAdapter,
         "tgi": TgiAdapter,
+        "llamacpp": LlamaCppAdapter,
         "openai": OpenAIAdapter,
     }
     return adapters[kind]()

@@ -9,8 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.fleet.adapters.base import EngineAdapter, EngineCache, LoadSample
+from gateway.fleet.adapters.base import EngineAdapter, EngineCache, EngineLimits, LoadSample
 from gateway.fleet.adapters.engines import (
+    LlamaCppAdapter,
     OpenAIAdapter,
     SglangAdapter,
     TgiAdapter,
@@ -34,6 +35,7 @@ def inner(error: Any) -> dict[str, Any]:
         ("vllm", VllmAdapter),
         ("sglang", SglangAdapter),
         ("tgi", TgiAdapter),
+        ("llamacpp", LlamaCppAdapter),
         ("openai", OpenAIAdapter),
     ],
 )
@@ -569,3 +571,39 @@ def test_real_vllm_capture_cache_config_info() -> None:
     assert cache == EngineCache(blocks * block, block)
     assert cache.capacity_tokens == 32768 * 32
     assert cache.capacity_tokens == int(labels["kv_cache_size_tokens"])
+
+
+# --- parse_limits ------------------------------------------------------------------------------
+
+
+def test_tgi_info_states_the_window_and_concurrency() -> None:
+    info = {"model_id": "m", "max_input_tokens": 4095, "max_total_tokens": 4096,
+            "max_concurrent_requests": 128}  # fmt: skip
+    assert adapter_for("tgi").parse_limits(info) == EngineLimits(4096, 128)
+
+
+def test_llamacpp_props_state_a_slots_context_and_the_slots() -> None:
+    props = {"default_generation_settings": {"n_ctx": 8192}, "total_slots": 4}
+    assert adapter_for("llamacpp").parse_limits(props) == EngineLimits(8192, 4)
+    assert adapter_for("llamacpp").parse_limits({"total_slots": 2}) == EngineLimits(None, 2)
+
+
+def test_llamacpp_load_gauges_are_read_under_its_names() -> None:
+    text = (
+        "# TYPE llamacpp:requests_processing gauge\nllamacpp:requests_processing 2\n"
+        "# TYPE llamacpp:requests_deferred gauge\nllamacpp:requests_deferred 5\n"
+    )
+    sample = adapter_for("llamacpp").parse_load(text)
+    assert sample is not None
+    assert (sample.running, sample.waiting) == (2.0, 5.0)
+
+
+@pytest.mark.parametrize("kind", ["tgi", "llamacpp"])
+@pytest.mark.parametrize("info", [{}, [], None, {"total_slots": 0, "max_total_tokens": -1}])
+def test_limits_missing_or_nonsense_are_none(kind: str, info: Any) -> None:
+    assert adapter_for(kind).parse_limits(info) is None
+
+
+@pytest.mark.parametrize("kind", ["vllm", "sglang", "openai"])
+def test_engines_without_an_info_limit_state_none(kind: str) -> None:
+    assert adapter_for(kind).parse_limits({"max_total_tokens": 4096}) is None

@@ -122,7 +122,7 @@ def test_unknown_keys_are_rejected_naming_the_path(data: dict[str, Any], path: s
         ({"backends": [backend(url="http://x:1/?q=1")]}, "backends.0.url"),
         ({"backends": [backend(models=[])]}, "backends.0.models"),
         ({"backends": [backend(models=[""])]}, "backends.0.models.0"),
-        ({"backends": [backend(engine="llamacpp")]}, "backends.0.engine"),
+        ({"backends": [backend(engine="ollama")]}, "backends.0.engine"),
         ({"backends": [backend(id="has space")]}, "backends.0.id"),
         ({"backends": []}, "backends"),
         ({}, "backends"),
