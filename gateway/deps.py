@@ -27,6 +27,7 @@ from gateway.proxy.upstream import UpstreamClient
 from gateway.routing.factory import build_router
 from gateway.settings import GatewaySettings, HashingSettings, IndexSettings
 from gateway.tasks import BackgroundTasks
+from gateway.tracing import Tracing, build_tracing
 
 log = logging.getLogger("gateway")
 
@@ -54,6 +55,7 @@ class Deps:
     index_capacities: dict[str, int] = field(default_factory=dict)
     fleet_collector: CalibrationCollector | None = None
     exchange: LoadExchange | None = None
+    tracing: Tracing = field(default_factory=Tracing)
 
     async def start(self) -> None:
         """Connect the index, take a first look at the fleet, start background polling."""
@@ -78,6 +80,7 @@ class Deps:
         await self.index.close()
         await self.client.aclose()
         await self.probe_client.aclose()
+        await self.tracing.close()
 
     def resize_index(self, force: bool = False) -> None:
         """Size the index by what each backend's cache holds, once learned values moved."""
@@ -173,7 +176,9 @@ def build_deps(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
 
     store = build_limit_store(settings.index, metrics, replicas)
     tasks = BackgroundTasks()
-    return _assemble(settings, fleet, metrics, client, probe_client, index, tasks, store, exchange)
+    deps = _assemble(settings, fleet, metrics, client, probe_client, index, tasks, store, exchange)
+    deps.tracing = build_tracing(settings.tracing)
+    return deps
 
 
 def _clients(settings: GatewaySettings) -> tuple[UpstreamClient, UpstreamClient]:
@@ -328,7 +333,7 @@ def rebuild_deps(old: Deps, settings: GatewaySettings, backends: Sequence[Backen
         old.metrics.registry.unregister(old.fleet_collector)
         old.fleet_collector = None
     fleet = Fleet(backends)
-    return _assemble(
+    new = _assemble(
         settings,
         fleet,
         old.metrics,
@@ -339,6 +344,8 @@ def rebuild_deps(old: Deps, settings: GatewaySettings, backends: Sequence[Backen
         old.gate.store,
         old.exchange,
     )
+    new.tracing = old.tracing  # `tracing:` changes take effect at the next start
+    return new
 
 
 async def activate(deps: Deps) -> None:

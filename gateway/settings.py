@@ -166,6 +166,30 @@ class HealthSettings(StrictModel):
     successes_to_up: PositiveInt = 1
 
 
+class TracingSettings(StrictModel):
+    """OpenTelemetry traces over OTLP/HTTP (the `otel` extra); off: a client's `traceparent`
+    is passed on to the backend as sent."""
+
+    enabled: bool = False
+    # The OTLP/HTTP traces URL (`.../v1/traces`); unset: the OTEL_EXPORTER_OTLP_* variables.
+    otlp_endpoint: AnyHttpUrl | None = None
+    otlp_headers: dict[str, str] = {}
+    export_timeout_s: PositiveFloat = 10.0
+    # New traces sampled; a client's sampled flag is followed either way.
+    sample_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    service_name: Annotated[str, Field(min_length=1)] = "prefix-gateway"
+
+    @model_validator(mode="after")
+    def _sdk_installed(self) -> TracingSettings:
+        if self.enabled:
+            from gateway.tracing import sdk_missing
+
+            missing = sdk_missing()
+            if missing is not None:
+                raise ValueError(missing)
+        return self
+
+
 PolicyName = Literal["profile", "round_robin", "least_loaded", "sglang_threshold"]
 ScorerName = Literal["cost", "affinity", "load"]
 FilterName = Literal["model", "health", "bounded_load"]
@@ -405,6 +429,7 @@ class GatewaySettings(BaseSettings):
     health: HealthSettings = HealthSettings()
     calibration: CalibrationSettings = CalibrationSettings()
     routing: RoutingSettings = RoutingSettings()
+    tracing: TracingSettings = TracingSettings()
     # Backends found through DNS (gateway/fleet/discovery.py); before `backends`, which reads it.
     discovery: DiscoverySettings = DiscoverySettings()
     admission: AdmissionSettings = AdmissionSettings()

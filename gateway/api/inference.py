@@ -65,7 +65,7 @@ class InferenceEndpoint:
         started = time.perf_counter()
         deps = self._runtime.deps  # this request keeps this container, whatever reloads do
         request_id = request_id_for(scope)
-        outcome = ProxyOutcome()
+        outcome = ProxyOutcome(trace=deps.tracing.begin(scope))
         record = RequestRecord(request_id, self._kind, started)
         ticket = self._lifecycle.enter()
         stream = False
@@ -108,6 +108,7 @@ class InferenceEndpoint:
         if outcome.first_byte_at is not None:
             self._metrics.ttft.observe(outcome.first_byte_at - started)
         self._metrics.finished(status, time.perf_counter() - started)
+        outcome.trace.finish(status, outcome)
         deps.ledger.close(record, outcome, status, reason)
 
     def _body_limits(self, server: ServerSettings) -> BodyLimits:
@@ -156,6 +157,8 @@ class InferenceEndpoint:
         record: RequestRecord,
     ) -> None:
         tier = deps.gate.tier(principal, request.data)
+        trace = outcome.trace
+        trace.admission(request, principal.tenant, tier.name)
         record.tenant = principal.tenant
         record.tier = tier.name
         record.stream = request.stream
@@ -181,7 +184,8 @@ class InferenceEndpoint:
         gate = deps.gate
         limits = gate.limits_of(principal.tenant, tier)
         if limits is None:
-            placement = await deps.placer.place(request, candidates)
+            trace.admitted(None)
+            placement = await trace.routed(deps.placer.place(request, candidates))
             record.lane = deps.lanes.of(placement.route, candidates)
             await self._proxy(
                 deps, scope, principal, request, placement, tier, receive, send, outcome
@@ -192,10 +196,11 @@ class InferenceEndpoint:
             key.rendered_bytes, request.max_tokens, request.model, candidates
         )
         lease = request.request_id.decode()
-        placing = deps.placer.place(request, candidates, key)
+        placing = trace.routed(deps.placer.place(request, candidates, key))
         verdict, placement = await gate.admit(
             principal.tenant, tier, limits, reserved, lease, placing
         )
+        trace.admitted(verdict)
         outcome.extra_headers.extend(verdict.headers())
         record.lane = deps.lanes.of(placement.route, candidates)
         if not verdict.allowed:
@@ -247,7 +252,7 @@ class InferenceEndpoint:
         try:
             settings = tier.settings
             if not queue.has_room(ranked, settings.rank):
-                await queue.wait(
+                waiting = queue.wait(
                     tier.name,
                     settings.rank,
                     principal.tenant,
@@ -255,6 +260,7 @@ class InferenceEndpoint:
                     settings.max_queue_wait_s,
                     settings.reject_status,
                 )
+                await outcome.trace.queued(waiting)
                 queue.started()  # forward() counts it on its backend before its first await
                 ranked = with_room_first(ranked)
             await deps.forwarder.forward(

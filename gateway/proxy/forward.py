@@ -33,6 +33,7 @@ from gateway.proxy.upstream import (
 )
 from gateway.proxy.usage import UsageReader, parse_usage
 from gateway.settings import UpstreamSettings
+from gateway.tracing import RequestTrace
 
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
@@ -91,6 +92,7 @@ class ProxyOutcome:
     broken: bool = False
     attempts: int = 0
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    trace: RequestTrace = field(default_factory=RequestTrace)
     charge: Charge | None = None
     charged: bool = False
 
@@ -264,7 +266,13 @@ class Forwarder:
     ) -> None:
         backend = attempt.backend
         url = backend.chat_url if request.kind == "chat" else backend.completions_url
-        headers = [*FORWARD_HEADERS, *backend.auth_headers, (b"x-request-id", request.request_id)]
+        traced = outcome.trace.attempt(backend, outcome.attempts)
+        headers = [
+            *FORWARD_HEADERS,
+            *backend.auth_headers,
+            (b"x-request-id", request.request_id),
+            *traced.headers,
+        ]
         body, strip_usage = upstream_body(request, backend)
         # Every attempt is counted once, by how it ended, and judged once by its breaker.
         result = "error"
@@ -294,6 +302,7 @@ class Forwarder:
             raise
         finally:
             self._metrics.count_attempt(backend.id, result)
+            traced.ended(result)
             self._judge(attempt, result, ended_run)
 
     async def _send(
