@@ -1,4 +1,5 @@
-"""The first dashboard and alert rules: promtool accepts the rules, every metric is real."""
+"""The dashboard and alert rules: promtool accepts the rules and their unit tests pass, the
+alerts the issue asks for exist, and every metric a query names is one the gateway exposes."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tests.deploy.files import OBSERVABILITY, read_yaml, tool
 from tests.support.harness import GatewayHandle, SimFleetHandle
 
 RULES = OBSERVABILITY / "rules.yaml"
+RULES_TEST = OBSERVABILITY / "rules_test.yaml"
 METRIC = re.compile(r"\b(gateway_[a-z0-9_]+)\b")
 # Sample names each metric type exposes besides (or instead of) its family name.
 SUFFIXES = {
@@ -62,6 +64,53 @@ def test_promtool_accepts_the_rules() -> None:
     done = _promtool("check", "rules", str(RULES))
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"SUCCESS: {sum(1 for _ in _rule_expressions())} rules found" in done.stdout
+
+
+def test_promtool_unit_tests_of_the_alerts_pass() -> None:
+    done = _promtool("test", "rules", str(RULES_TEST))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_the_alerts_and_panels_asked_for_exist() -> None:
+    alerts = {r["alert"] for g in read_yaml(RULES)["groups"] for r in g["rules"]}
+    assert {
+        "GatewayIndexDegraded",
+        "GatewayBackendUnhealthy",
+        "GatewayCircuitOpen",
+        "GatewayCacheHitRateCollapse",
+        "GatewayAdmissionQueueSaturated",
+        "GatewayCachePredictionErrorHigh",
+    } <= alerts
+    tested = {
+        test["alertname"]
+        for case in read_yaml(RULES_TEST)["tests"]
+        for test in case["alert_rule_test"]
+        if test["exp_alerts"]
+    }
+    assert tested == alerts - {
+        "GatewayDown",
+        "GatewayErrorRateHigh",
+        "GatewayNoHealthyBackend",
+        "GatewayTimeToFirstByteHigh",
+        "GatewayRoutingDecisionSlow",
+        "GatewayUnexpectedErrors",
+        "GatewayStreamsBreaking",
+    }
+    expressions = " ".join(_dashboard_expressions())
+    for metric in (
+        "gateway_requests_by_outcome_total",
+        "gateway_request_ttft_seconds_bucket",
+        "gateway_cached_tokens_predicted_total",
+        'kind="cache_read"',
+        'kind="cache_write"',
+        "gateway_cost_usd_total",
+        "gateway_backend_in_flight",
+        "gateway_upstream_attempts_total",
+        "gateway_index_degraded",
+        "gateway_admission_queue_depth",
+    ):
+        assert metric in expressions, metric
 
 
 def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:
