@@ -328,15 +328,22 @@ class Placer:
         made to age out sooner.
         """
         route = placement.route
-        predicted = min(route.cached_tokens(backend), max(0.0, prompt_tokens - 1.0))
+        cut = max(0.0, prompt_tokens - 1.0)
         block = backend.calibration.engine_block_tokens
-        if block:
-            predicted = (predicted // block) * block
+
+        def as_engine_counts(tokens: float) -> float:
+            tokens = min(tokens, cut)
+            return (tokens // block) * block if block else tokens
+
+        # The check needs what the matched blocks prove the backend held; the prediction
+        # reported beside the engine's figure is the expected value.
+        known = as_engine_counts(route.cached_tokens(backend))
+        predicted = as_engine_counts(route.expected_cached_tokens(backend))
         self._metrics.cached_tokens_predicted.labels(backend.id).inc(predicted)
         self._metrics.cached_tokens_reported.labels(backend.id).inc(reported_tokens)
         if route.matched_blocks(backend) == 0:
             return
-        held = reported_tokens >= predicted * (1.0 - self._tolerance)
+        held = reported_tokens >= known * (1.0 - self._tolerance)
         self._index.staleness.observe_prediction(backend.id, held)
         if not held:
             self._metrics.index_corrections.labels(backend.id).inc()

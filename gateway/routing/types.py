@@ -50,6 +50,18 @@ class RouteRequest:
         held = self.matched_blocks(backend) * self.block_bytes
         return min(held, self.prompt_bytes) / self.bytes_per_token(backend)
 
+    def expected_cached_tokens(self, backend: Backend) -> float:
+        """Prompt tokens `backend` is expected to hold: the matched blocks, plus half of the
+        next block's bytes. The prompt it held shared some unknown part of that block (the
+        index sees only whole blocks), and an engine caches every shared token it can: with
+        few tokens per engine block, counting only matched blocks undershoots by half a block
+        on average."""
+        held = self.matched_blocks(backend) * self.block_bytes
+        if held == 0:
+            return 0.0
+        beyond = min(self.block_bytes, max(0, self.prompt_bytes - held))
+        return min(held + beyond / 2, self.prompt_bytes) / self.bytes_per_token(backend)
+
     def uncached_tokens(self, backend: Backend) -> float:
         """Prompt tokens `backend` would have to prefill."""
         return max(1.0, self.prompt_tokens(backend) - self.cached_tokens(backend))

@@ -304,7 +304,22 @@ async def test_correct_uses_the_prediction_for_the_backend_that_answered() -> No
     await h.tasks.drain()
     assert h.index.staleness.trust("b") < 1.0
     assert h.index.staleness.trust("a") == 1.0
-    assert h.sample("gateway_cached_tokens_predicted_total", "b") == 192.0
+    # Three blocks (192 tokens) and half the next one: what b is expected to have shared.
+    assert h.sample("gateway_cached_tokens_predicted_total", "b") == 224.0
+
+
+async def test_prediction_expects_half_the_block_past_the_match_and_the_check_only_the_match() -> (
+    None
+):
+    # The index sees whole 256-byte blocks: a prompt that shared 3 of 10 also shared some
+    # unknown part of the 4th, which the engine caches. The expected value counts half of it;
+    # the trust check asks only for what the three matched blocks prove.
+    h = Harness()
+    a = make_backend("a")
+    h.placer.correct(h.placement(matches={"a": 3}), a, 192, prompt_tokens=700)
+    await h.tasks.drain()
+    assert h.sample("gateway_cached_tokens_predicted_total", "a") == 224.0
+    assert h.index.staleness.trust("a") == 1.0  # 192 reported: all the matched blocks held
 
 
 # --- finished ----------------------------------------------------------------------------------
