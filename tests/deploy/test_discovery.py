@@ -77,7 +77,7 @@ def test_no_backends_and_no_group_is_rejected_naming_backends() -> None:
     ("entry", "expected"),
     [
         (group(backend={"engine": "vllm"}), "backend.models: Field required"),
-        (group(backend={**TEMPLATE, "engine": "llamacpp"}), "backend.engine: Input should be"),
+        (group(backend={**TEMPLATE, "engine": "ollama"}), "backend.engine: Input should be"),
         (group(backend={**TEMPLATE, "url": "http://x:1"}), "backend.url comes from the"),
         (group(backend={**TEMPLATE, "id": "x"}), "backend.id comes from the"),
         (group(dns="vllm.models.svc"), "discovery.groups.0.dns: String should match"),
