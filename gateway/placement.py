@@ -270,8 +270,14 @@ class Placer:
         request: InferenceRequest,
         candidates: Sequence[Backend],
         key: PrefixKey | None = None,
+        *,
+        observe: bool = True,
     ) -> Placement:
-        """Hash (unless `key` is the request's, hashed already), look up, decide."""
+        """Hash (unless `key` is the request's, hashed already), look up, decide.
+
+        `observe=False` (the admin explain view) leaves the decision metrics alone: a preview
+        is not a routing decision. The index lookup it made is still counted, being one.
+        """
         started = time.perf_counter()
         if key is None:
             key = self.key(request)
@@ -287,8 +293,11 @@ class Placer:
             output_tokens=request.max_tokens,
         )
         decision = self._router.decide(route, candidates)
-        chosen = decision.ranked[0].id if decision.ranked else None
-        self._decisions.decided(time.perf_counter() - started, chosen, matches, self._index.healthy)
+        if observe:
+            chosen = decision.ranked[0].id if decision.ranked else None
+            self._decisions.decided(
+                time.perf_counter() - started, chosen, matches, self._index.healthy
+            )
         if log.isEnabledFor(logging.DEBUG):
             log.debug("route %s %s", request.request_id.decode(), decision.explain())
         return Placement(self, request, key, route, decision)

@@ -200,7 +200,7 @@ async def explain(
         }
         return view
     try:
-        placement = await deps.placer.place(request, candidates)
+        placement = await deps.placer.place(request, candidates, observe=False)
     except GatewayError as error:
         view["refused"] = _refusal(error)
         return view

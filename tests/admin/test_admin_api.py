@@ -38,6 +38,15 @@ def requests_seen(fleet: SimFleetHandle) -> list[int]:
     return [b.stats.requests_total for b in fleet.backends]
 
 
+def decisions_counted(gw: GatewayHandle) -> float:
+    text = httpx.get(gw.url + "/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("gateway_routing_decisions_total{")
+    )
+
+
 def test_admin_routes_need_the_admin_key(
     sim_fleet: Callable[..., SimFleetHandle], gateway: Callable[..., GatewayHandle]
 ) -> None:
@@ -126,10 +135,13 @@ def test_explain_ranks_the_prefix_holder_first_and_sends_nothing(
     holder = r.headers["x-gateway-backend"]
     other = "sim-1" if holder == "sim-0" else "sim-0"
     seen = requests_seen(fleet)
+    decided = decisions_counted(gw)
+    assert decided == 1
     r = explain(gw, chat(model, "second turn"))
     assert r.status_code == 200, r.text
     view = r.json()
     assert requests_seen(fleet) == seen  # explained, not sent
+    assert decisions_counted(gw) == decided  # a preview is not a routing decision
     assert view["kind"] == "chat"
     assert (view["tenant"], view["tier"], view["lane"]) == ("default", "standard", None)
     assert view["refused"] is None

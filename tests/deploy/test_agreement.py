@@ -95,18 +95,21 @@ def test_image_installs_as_make_install_and_the_readme_do() -> None:
     words = shlex.split(runs[0])
     pinned = words[words.index("-c") + 1]
     assert pinned == "constraints.txt"
+    target = words[-1]
+    assert target == ".[otel]"  # the image can export traces; dev installs include the extra
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "prefix-gateway[otel]" in project["optional-dependencies"]["dev"]
     makefile = (ROOT / "Makefile").read_text()
     assert f"pip install --quiet --disable-pip-version-check -c {pinned} -e '.[dev]'" in makefile
     readme = (ROOT / "README.md").read_text()
-    assert f"pip install -c {pinned} ." in readme
+    assert f"pip install -c {pinned} '{target}'" in readme
     # Every runtime dependency is pinned there.
     pins = {
         line.split("==")[0].lower().replace("_", "-")
         for line in (ROOT / pinned).read_text().splitlines()
         if "==" in line and not line.startswith("#")
     }
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    for requirement in project["dependencies"]:
+    for requirement in [*project["dependencies"], *project["optional-dependencies"]["otel"]]:
         name = re.split(r"[\[<>=;! ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
         assert name in pins, f"{name} is not pinned in {pinned}"
     copied = " ".join(item.args for item in DOCKERFILE if item.keyword == "COPY")
