@@ -2,10 +2,13 @@
 
 One zero-latency simulated backend; gateways (one worker, memory index) in front of it, each
 loaded closed-loop by wrk in turn, round after round: this tree with pricing and the access log
-on (lines to the child's log file), this tree with the access log off, and, with
-`--baseline-rev`, the same requests through a checkout of that revision (a temporary git
-worktree). Per gateway: requests/s and the gateway process's CPU per request (/proc), as
-medians over the rounds, and each one's ratio to the baseline.
+on (lines to the child's log file), this tree with the access log off, this tree with tracing
+on (every new trace sampled, or one in ten; spans exported over OTLP/HTTP to a sink in this
+process that answers 200), and, with `--baseline-rev`, the same requests through a checkout of
+that revision (a temporary git worktree; `--baseline-like VARIANT` gives it that variant's
+configuration, e.g. to time tracing off against a revision without tracing). Per gateway:
+requests/s and the gateway process's CPU per request (/proc), as medians over the rounds, and
+each one's ratio to the baseline.
 
     flock /tmp/pgw-heavy.lock .venv/bin/python bench/observability.py --baseline-rev REV
 """
@@ -19,8 +22,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +40,52 @@ from bench.runutil import write_json  # noqa: E402
 
 MODEL = "sim-llama-8b"
 PRICING = json.dumps({MODEL: {"input": 3, "cache_read": 0.3, "cache_write": 3.75, "output": 15}})
-# name -> environment overrides of its config (GATEWAY_<SECTION>__<FIELD>).
-VARIANTS = {
-    "accounting + access log": {"GATEWAY_PRICING": PRICING},
-    "accounting, access log off": {
-        "GATEWAY_PRICING": PRICING,
-        "GATEWAY_ACCESS_LOG__ENABLED": "false",
-    },
-}
 BASELINE = "baseline"
+
+
+def variants(otlp_url: str) -> dict[str, dict[str, str]]:
+    """name -> environment overrides of its config (GATEWAY_<SECTION>__<FIELD>)."""
+    traced = {
+        "GATEWAY_PRICING": PRICING,
+        "GATEWAY_TRACING__ENABLED": "true",
+        "GATEWAY_TRACING__OTLP_ENDPOINT": otlp_url,
+    }
+    return {
+        "accounting + access log": {"GATEWAY_PRICING": PRICING},
+        "accounting, access log off": {
+            "GATEWAY_PRICING": PRICING,
+            "GATEWAY_ACCESS_LOG__ENABLED": "false",
+        },
+        "tracing on, all sampled": traced,
+        "tracing on, 1 in 10": {**traced, "GATEWAY_TRACING__SAMPLE_RATIO": "0.1"},
+    }
+
+
+class _SinkHandler(BaseHTTPRequestHandler):
+    """Reads an OTLP export and answers 200 with an empty (valid) protobuf response."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def otlp_sink() -> Iterator[str]:
+    """An OTLP/HTTP traces URL on loopback that takes every export."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SinkHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @contextmanager
@@ -99,17 +141,26 @@ def measure(
         model=MODEL,
     )
     gateways: dict[str, tuple[str, int]] = {}
-    with Stack(tree, work, MODEL) as stack, Stack(baseline or tree, work, MODEL) as old:
+    with (
+        otlp_sink() as otlp_url,
+        Stack(tree, work, MODEL) as stack,
+        Stack(baseline or tree, work, MODEL) as old,
+    ):
+        chosen = variants(otlp_url)
+        if args.variants:
+            chosen = {name: chosen[name] for name in args.variants}
         backend_url, _ = stack.start_backend()
-        for name, overrides in VARIANTS.items():
+        for name, overrides in chosen.items():
             with environment(overrides):
-                gateways[name] = stack.start_gateway(name.replace(" ", "_"), backend_url, None, 1)
+                gateways[name] = stack.start_gateway(_slug(name), backend_url, None, 1)
         if baseline is not None:
-            gateways[BASELINE] = old.start_gateway(BASELINE, backend_url, None, 1)
+            like = variants(otlp_url)[args.baseline_like] if args.baseline_like else {}
+            with environment(like):
+                gateways[BASELINE] = old.start_gateway(BASELINE, backend_url, None, 1)
         rounds: dict[str, list[dict[str, float]]] = {name: [] for name in gateways}
         for round_no in range(args.rounds):
             for name, (url, pid) in gateways.items():
-                log = work / f"wrk-{round_no}-{name.replace(' ', '_')}.log"
+                log = work / f"wrk-{round_no}-{_slug(name)}.log"
                 figures = one_run(wrk, url, pid, load, log)
                 rounds[name].append(figures)
                 print(
@@ -118,6 +169,10 @@ def measure(
                     flush=True,
                 )
     return {"rounds": rounds}
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)
 
 
 def summarise(rounds: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
@@ -152,6 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--baseline-rev", help="a git revision to compare against")
     parser.add_argument("--rev", help="measure this revision instead of the working tree")
+    names = list(variants(""))
+    parser.add_argument(
+        "--variants", nargs="+", choices=names, help="measure only these (default: all)"
+    )
+    parser.add_argument(
+        "--baseline-like", choices=names, help="start the baseline with this variant's config"
+    )
     parser.add_argument(
         "--out", type=Path, default=REPO / "bench" / "results" / "observability.json"
     )
@@ -163,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     data["summary"] = summarise(data["rounds"])
     data["rev"] = args.rev or "working tree"
     data["baseline_rev"] = args.baseline_rev
+    data["baseline_like"] = args.baseline_like
     write_json(args.out, data)
     print(table(data["summary"]))
     return 0
