@@ -14,6 +14,7 @@ from gateway.accounting import Prices
 from gateway.admission.gate import Gate, build_limit_store
 from gateway.admission.limits import LimitStore
 from gateway.admission.stage import StagedRouter
+from gateway.admission.tokens import build_counter
 from gateway.fleet.breaker import CircuitBreaker
 from gateway.fleet.exchange import LoadExchange
 from gateway.fleet.poller import FleetPoller
@@ -260,7 +261,17 @@ def _assemble(
         metrics=metrics,
         index=index,
         placer=Placer(
-            settings.hashing, index, router, metrics, tasks, calibration.cached_tokens_tolerance
+            settings.hashing,
+            index,
+            router,
+            metrics,
+            tasks,
+            calibration.cached_tokens_tolerance,
+            counter=build_counter(
+                settings.tokenizers,
+                [lane.up_to_tokens for lane in admission.lanes if lane.up_to_tokens is not None],
+                admission.default_output_tokens,
+            ),
         ),
         forwarder=Forwarder(
             client,

@@ -11,8 +11,10 @@ import bisect
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from gateway.admission.tokens import PromptCounter
 from gateway.api.request import InferenceRequest
 from gateway.fleet.registry import Backend
 from gateway.metrics import GatewayMetrics
@@ -232,8 +234,20 @@ class PrefixGroups:
                 counts.pop(block, None)
 
 
+@dataclass(frozen=True, slots=True)
+class PromptSize:
+    """A request's prefix chain and, when it was counted, its prompt's exact tokens."""
+
+    key: PrefixKey
+    exact_tokens: int | None = None
+
+
 class Placer:
-    """Turns a validated request into a ranked decision; owns the index bookkeeping."""
+    """Turns a validated request into a ranked decision; owns the index bookkeeping.
+
+    With a `counter`, a prompt whose estimate is near a lane bound or a window is counted by
+    its model's tokenizer (beside the index lookup), and routed, sized and reserved by that.
+    """
 
     def __init__(
         self,
@@ -243,8 +257,10 @@ class Placer:
         metrics: GatewayMetrics,
         tasks: BackgroundTasks,
         tolerance: float = 0.15,
+        counter: PromptCounter | None = None,
     ) -> None:
         self._hashing = hashing
+        self.counter = counter
         self._tolerance = tolerance
         self._index = index
         self._router = router
@@ -265,23 +281,59 @@ class Placer:
             self._hashing.max_blocks,
         )
 
+    def _estimate(self, request: InferenceRequest, key: PrefixKey) -> RouteRequest:
+        """What routing knows of the request before the index lookup: its size, estimated."""
+        return RouteRequest(
+            model=request.model,
+            prompt_bytes=key.rendered_bytes,
+            total_blocks=len(key.hashes),
+            block_bytes=self._hashing.block_bytes,
+            output_tokens=request.max_tokens,
+        )
+
+    def _counting(
+        self, request: InferenceRequest, key: PrefixKey, candidates: Sequence[Backend]
+    ) -> asyncio.Future[int | None] | None:
+        """The exact count, started, when it could change the decision; else None."""
+        counter = self.counter
+        if counter is None or not counter.wanted(self._estimate(request, key), candidates):
+            return None
+        return asyncio.ensure_future(counter.count(request.model, request.kind, request.data))
+
+    async def size(self, request: InferenceRequest, candidates: Sequence[Backend]) -> PromptSize:
+        """Hash the prompt and, near a bound, count it: what reservations need before placing."""
+        key = self.key(request)
+        counting = self._counting(request, key, candidates)
+        return PromptSize(key, await counting if counting is not None else None)
+
     async def place(
         self,
         request: InferenceRequest,
         candidates: Sequence[Backend],
-        key: PrefixKey | None = None,
+        size: PromptSize | None = None,
         *,
         observe: bool = True,
     ) -> Placement:
-        """Hash (unless `key` is the request's, hashed already), look up, decide.
+        """Hash and count (unless `size` is the request's, from `size()`), look up, decide.
 
         `observe=False` (the admin explain view) leaves the decision metrics alone: a preview
         is not a routing decision. The index lookup it made is still counted, being one.
         """
         started = time.perf_counter()
-        if key is None:
+        counting: asyncio.Future[int | None] | None = None
+        if size is None:
             key = self.key(request)
-        matches = await self._index.lookup(request.model, key.hashes) if key.hashes else {}
+            counting = self._counting(request, key, candidates)
+            exact = None
+        else:
+            key, exact = size.key, size.exact_tokens
+        try:
+            matches = await self._index.lookup(request.model, key.hashes) if key.hashes else {}
+            if counting is not None:
+                exact = await counting
+        finally:
+            if counting is not None and not counting.done():
+                counting.cancel()
         route = RouteRequest(
             model=request.model,
             prompt_bytes=key.rendered_bytes,
@@ -291,6 +343,7 @@ class Placer:
             now=time.monotonic(),
             group_in_flight=self.groups.in_flight(key, max(matches.values(), default=0)),
             output_tokens=request.max_tokens,
+            exact_prompt_tokens=exact,
         )
         decision = self._router.decide(route, candidates)
         if observe:

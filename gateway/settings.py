@@ -252,6 +252,23 @@ class ModelPricing(StrictModel):
     cache_write: NonNegativeFloat | None = None
 
 
+class TokenizerSettings(StrictModel):
+    """A model's Hugging Face tokenizer (`tokenizer.json`, the `tokenizers` extra): exact
+    prompt counts when the estimate is near a lane bound or a window."""
+
+    file: Path
+    # What the chat template adds per message (and once for the reply's header).
+    per_message_tokens: Annotated[int, Field(ge=0, le=64)] = 4
+
+    @field_validator("file")
+    @classmethod
+    def _loads(cls, file: Path) -> Path:
+        from gateway.admission.tokens import load_tokenizer
+
+        load_tokenizer(file)  # ValueError: missing package, unreadable or invalid file
+        return file
+
+
 class AccessLogSettings(StrictModel):
     """The JSON access log: one line per inference request on the `gateway.access` logger."""
 
@@ -436,6 +453,8 @@ class GatewaySettings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     # Model name (as the backends serve it) -> its prices; unpriced models cost nothing.
     pricing: dict[Annotated[str, Field(min_length=1)], ModelPricing] = {}
+    # Model name -> its tokenizer file, for exact prompt counts near lane bounds and windows.
+    tokenizers: dict[Annotated[str, Field(min_length=1)], TokenizerSettings] = {}
     access_log: AccessLogSettings = AccessLogSettings()
     backends: list[BackendSettings]
 

@@ -120,11 +120,15 @@ class Gate:
         output_tokens: float | None,
         model: str,
         candidates: Sequence[Backend],
+        exact_prompt_tokens: int | None = None,
     ) -> int:
-        """Tokens reserved at admission: the prompt as the candidate that counts the most
-        tokens counts it (calibrated), plus the output asked for (settled after the reply)."""
-        per_token = min(backend.calibration.bytes_per_token(model) for backend in candidates)
+        """Tokens reserved at admission: the prompt as counted by its tokenizer when it was,
+        else as the candidate that counts the most tokens counts it (calibrated), plus the
+        output asked for (settled after the reply)."""
         output = output_tokens if output_tokens is not None else self._default_output
+        if exact_prompt_tokens is not None:
+            return max(1, round(exact_prompt_tokens + output))
+        per_token = min(backend.calibration.bytes_per_token(model) for backend in candidates)
         return max(1, round(prompt_bytes / per_token + output))
 
     async def admit(

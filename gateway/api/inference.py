@@ -191,12 +191,16 @@ class InferenceEndpoint:
                 deps, scope, principal, request, placement, tier, receive, send, outcome
             )
             return
-        key = deps.placer.key(request)
+        size = await deps.placer.size(request, candidates)
         reserved = gate.reserved_tokens(
-            key.rendered_bytes, request.max_tokens, request.model, candidates
+            size.key.rendered_bytes,
+            request.max_tokens,
+            request.model,
+            candidates,
+            size.exact_tokens,
         )
         lease = request.request_id.decode()
-        placing = trace.routed(deps.placer.place(request, candidates, key))
+        placing = trace.routed(deps.placer.place(request, candidates, size))
         verdict, placement = await gate.admit(
             principal.tenant, tier, limits, reserved, lease, placing
         )

@@ -134,10 +134,11 @@ class WindowFilter:
         # (engines name `max_tokens` there too); otherwise the prompt is.
         output = request.output_tokens
         param = "max_tokens" if output is not None and output >= largest else "messages"
+        basis = "prompt estimate" if request.exact_prompt_tokens is None else "prompt tokens"
         raise Unroutable(
             400,
             f"This model's maximum context length is {largest} tokens. However, you requested "
-            f"about {math.ceil(needed)} tokens (prompt estimate plus max_tokens). Please reduce "
+            f"about {math.ceil(needed)} tokens ({basis} plus max_tokens). Please reduce "
             "the length of the messages or completion.",
             "context_length_exceeded",
             param=param,

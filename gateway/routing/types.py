@@ -18,6 +18,8 @@ class RouteRequest:
     `group_in_flight` counts requests in flight that share this one's prefix as deep as the
     best holder has it (the same system prompt, tools or shared document, or only this
     conversation's history): how popular the cached part of its prefix is right now.
+    `exact_prompt_tokens` is the prompt counted by its model's tokenizer, when it was counted
+    (near a lane bound or a window); it then replaces every backend's estimate.
     """
 
     model: str
@@ -28,6 +30,7 @@ class RouteRequest:
     now: float = 0.0
     group_in_flight: int = 0
     output_tokens: float | None = None
+    exact_prompt_tokens: int | None = None
 
     def matched_blocks(self, backend: Backend) -> int:
         """Leading prefix blocks the index believes `backend` holds."""
@@ -38,7 +41,9 @@ class RouteRequest:
         return backend.calibration.bytes_per_token(self.model)
 
     def prompt_tokens(self, backend: Backend) -> float:
-        """The prompt's length in `backend`'s tokens (estimated)."""
+        """The prompt's length in `backend`'s tokens (counted, else estimated)."""
+        if self.exact_prompt_tokens is not None:
+            return float(self.exact_prompt_tokens)
         return max(1.0, self.prompt_bytes / self.bytes_per_token(backend))
 
     def block_tokens(self, backend: Backend) -> float:
