@@ -11,8 +11,8 @@ WORKDIR /src
 RUN python -m venv /opt/prefix-gateway
 COPY pyproject.toml README.md constraints.txt ./
 COPY gateway ./gateway
-# The otel extra ships the OTLP exporter, so `tracing.enabled: true` works in the image as is.
-RUN /opt/prefix-gateway/bin/pip install --no-cache-dir -c constraints.txt '.[otel]'
+# Extras: otel (the OTLP exporter, for `tracing.enabled`), tokenizers (`tokenizers.<model>`).
+RUN /opt/prefix-gateway/bin/pip install --no-cache-dir -c constraints.txt '.[otel,tokenizers]'
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin gateway

@@ -111,7 +111,8 @@ class RequestTrace:
 
 
 class PassThrough(RequestTrace):
-    """Tracing off, a client's valid trace context: sent to every backend unchanged."""
+    """A trace context sent to every backend unchanged: a client's valid one (tracing off),
+    or a sampled-out trace's own (tracing on, nothing recorded)."""
 
     __slots__ = ("_headers",)
 

@@ -32,6 +32,7 @@ from gateway.tracing import (
     TRACEPARENT,
     TRACESTATE,
     Headers,
+    PassThrough,
     RequestTrace,
     TraceParent,
     Tracing,
@@ -103,6 +104,13 @@ class OtelTracing(Tracing):
             )
             context = trace_api.set_span_in_context(NonRecordingSpan(remote))
         root = self._tracer.start_span(scope["path"], context=context, kind=SpanKind.SERVER)
+        if not root.is_recording():
+            # Sampled out: no child spans (each costs the SDK microseconds for nothing); the
+            # backends still join the trace, told it is not sampled, with this hop's span id.
+            own = root.get_span_context()
+            header = TraceParent(own.trace_id, own.span_id, int(own.trace_flags)).header()
+            state = own.trace_state
+            return PassThrough(header, state.to_header().encode("latin-1") if state else None)
         return SpanTrace(self._tracer, root)
 
     def flush(self, timeout_s: float = 10.0) -> bool:

@@ -96,9 +96,12 @@ def test_image_installs_as_make_install_and_the_readme_do() -> None:
     pinned = words[words.index("-c") + 1]
     assert pinned == "constraints.txt"
     target = words[-1]
-    assert target == ".[otel]"  # the image can export traces; dev installs include the extra
+    # The image has every optional feature's extra; dev installs (make install) include them.
+    extras = ("otel", "tokenizers")
+    assert target == f".[{','.join(extras)}]"
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert "prefix-gateway[otel]" in project["optional-dependencies"]["dev"]
+    optional = project["optional-dependencies"]
+    assert set(optional) - {"dev", "bench"} == set(extras), optional
     makefile = (ROOT / "Makefile").read_text()
     assert f"pip install --quiet --disable-pip-version-check -c {pinned} -e '.[dev]'" in makefile
     readme = (ROOT / "README.md").read_text()
@@ -109,7 +112,8 @@ def test_image_installs_as_make_install_and_the_readme_do() -> None:
         for line in (ROOT / pinned).read_text().splitlines()
         if "==" in line and not line.startswith("#")
     }
-    for requirement in [*project["dependencies"], *project["optional-dependencies"]["otel"]]:
+    extra_requirements = [r for extra in extras for r in optional[extra]]
+    for requirement in [*project["dependencies"], *extra_requirements]:
         name = re.split(r"[\[<>=;! ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
         assert name in pins, f"{name} is not pinned in {pinned}"
     copied = " ".join(item.args for item in DOCKERFILE if item.keyword == "COPY")

@@ -81,7 +81,8 @@ def test_a_conversation_is_accounted_as_vllm_reports_it(
     # The second turn went where the first was cached, and vLLM says it read from its cache.
     assert second.headers[BACKEND_HEADER] == first.headers[BACKEND_HEADER]
     (read_1, write_1), (read_2, write_2) = (engine_split(u) for u in usages)
-    assert read_1 == 0 and write_1 > 0
+    assert read_1 == 0
+    assert write_1 > 0
     assert 0 < read_2 <= usages[0]["prompt_tokens"]
     # A non-streamed answer carries the split as headers (a stream's head leaves before usage).
     assert int(first.headers["x-gateway-cache-read-tokens"]) == read_1
