@@ -109,8 +109,8 @@ class OtelTracing(Tracing):
             # backends still join the trace, told it is not sampled, with this hop's span id.
             own = root.get_span_context()
             header = TraceParent(own.trace_id, own.span_id, int(own.trace_flags)).header()
-            state = own.trace_state
-            return PassThrough(header, state.to_header().encode("latin-1") if state else None)
+            carried = own.trace_state
+            return PassThrough(header, carried.to_header().encode("latin-1") if carried else None)
         return SpanTrace(self._tracer, root)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
