@@ -82,6 +82,8 @@ class Deps:
         await self.client.aclose()
         await self.probe_client.aclose()
         await self.tracing.close()
+        if self.ledger.access_log is not None:
+            self.ledger.access_log.flush()
 
     def resize_index(self, force: bool = False) -> None:
         """Size the index by what each backend's cache holds, once learned values moved."""

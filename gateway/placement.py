@@ -21,7 +21,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.prefix.hashing import PrefixKey, prefix_hashes
 from gateway.prefix.index import PrefixIndex
 from gateway.proxy.forward import ProxyOutcome
-from gateway.proxy.usage import Usage, parse_usage
+from gateway.proxy.usage import Usage
 from gateway.routing.scorers import expected_output_tokens, prefill_s
 from gateway.routing.types import Decision, Router, RouteRequest
 from gateway.settings import HashingSettings
@@ -143,7 +143,7 @@ class Placement:
         backend = outcome.backend
         if backend is None or outcome.status != 200 or outcome.usage is None:
             return
-        usage = parse_usage(outcome.usage, backend.settings.reports_cached_tokens)
+        usage = outcome.usage_counts()
         if usage is None or usage.prompt_tokens is None:
             return
         model = self.request.model

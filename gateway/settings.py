@@ -275,6 +275,9 @@ class AccessLogSettings(StrictModel):
     enabled: bool = True
     include_prompt: bool = False
     stream: Literal["stdout", "stderr"] = "stdout"
+    # Lines are written together at most this long after the first of them (0: each at
+    # once); a gateway that stops writes what it holds.
+    flush_interval_s: Annotated[float, Field(ge=0.0, le=10.0)] = 0.1
 
 
 TierName = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]

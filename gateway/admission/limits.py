@@ -17,7 +17,6 @@ from typing import Protocol
 
 from gateway.errors import GatewayError
 from gateway.proxy.forward import ProxyOutcome
-from gateway.proxy.usage import parse_usage
 from gateway.settings import LimitSettings
 
 PERIOD_S = 60.0
@@ -97,10 +96,7 @@ def used_tokens(outcome: ProxyOutcome, reserved: int) -> int:
     answering (its reservation is given back); without usage, the reservation stands."""
     if outcome.first_byte_at is None:
         return 0
-    backend = outcome.backend
-    usage = None
-    if outcome.usage is not None and backend is not None:
-        usage = parse_usage(outcome.usage, backend.settings.reports_cached_tokens)
+    usage = outcome.usage_counts()
     if usage is None or usage.prompt_tokens is None:
         return reserved
     return usage.prompt_tokens + (usage.completion_tokens or 0)

@@ -31,7 +31,7 @@ from gateway.proxy.upstream import (
     UpstreamTooLarge,
     UpstreamUnavailable,
 )
-from gateway.proxy.usage import UsageReader, parse_usage
+from gateway.proxy.usage import Usage, UsageReader, parse_usage
 from gateway.settings import UpstreamSettings
 from gateway.tracing import RequestTrace
 
@@ -95,6 +95,22 @@ class ProxyOutcome:
     trace: RequestTrace = field(default_factory=RequestTrace)
     charge: Charge | None = None
     charged: bool = False
+    _counts: Usage | None = None
+    _counted_from: bytes | None = None
+
+    def usage_counts(self) -> Usage | None:
+        """The token counts of the usage the backend reported, parsed once for every reader
+        (calibration, limits, accounting); None without usage or a backend."""
+        payload = self.usage
+        if payload is not self._counted_from:
+            self._counted_from = payload
+            backend = self.backend
+            self._counts = (
+                None
+                if payload is None or backend is None
+                else parse_usage(payload, backend.settings.reports_cached_tokens)
+            )
+        return self._counts
 
 
 def charge_of(outcome: ProxyOutcome, prices: Prices, model: str) -> Charge | None:
@@ -102,11 +118,9 @@ def charge_of(outcome: ProxyOutcome, prices: Prices, model: str) -> Charge | Non
     once: a whole answer is charged before its head goes out, for the cache headers)."""
     if not outcome.charged:
         outcome.charged = True
-        backend = outcome.backend
-        if outcome.usage is not None and backend is not None:
-            usage = parse_usage(outcome.usage, backend.settings.reports_cached_tokens)
-            if usage is not None:
-                outcome.charge = prices.charge(model, usage)
+        usage = outcome.usage_counts()
+        if usage is not None:
+            outcome.charge = prices.charge(model, usage)
     return outcome.charge
 
 

@@ -9,7 +9,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from gateway.access_log import ACCESS_LOGGER, LineHandler
+from gateway.access_log import ACCESS_LOGGER, FLUSH_BYTES, AccessLog, LineHandler
+from gateway.settings import AccessLogSettings
 from tests.observability.support import access_lines, line_of, wait_until
 from tests.support.harness import MODEL, GatewayHandle, SimFleetHandle
 
@@ -118,3 +119,32 @@ def test_explain_header_is_honoured_only_when_allowed(
     if shown:
         assert "sim-0" in r.headers["x-gateway-route"]
         assert "sim-1" in r.headers["x-gateway-route"]
+
+
+async def test_lines_are_held_and_written_together(capsys: pytest.CaptureFixture[str]) -> None:
+    logger = logging.getLogger("tests.access.held")  # its own logger: nothing else attached
+    log = AccessLog(AccessLogSettings(stream="stderr", flush_interval_s=5.0), logger=logger)
+    try:
+        log.write({"n": 1})
+        log.write({"n": 2})
+        assert capsys.readouterr().err == ""  # held until the interval or a flush
+        log.flush()
+        assert capsys.readouterr().err == '{"n":1}\n{"n":2}\n'
+        log.write({"n": 3})
+        log.write({"big": "x" * FLUSH_BYTES})  # enough waiting: written at once, in order
+        out = capsys.readouterr().err.splitlines()
+        assert [json.loads(line).get("n") for line in out] == [3, None]
+        log.flush()
+        assert capsys.readouterr().err == ""
+    finally:
+        logger.handlers.clear()
+
+
+def test_an_interval_of_zero_writes_each_line_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    logger = logging.getLogger("tests.access.unheld")
+    log = AccessLog(AccessLogSettings(stream="stderr", flush_interval_s=0), logger=logger)
+    try:
+        log.write({"n": 1})
+        assert capsys.readouterr().err == '{"n":1}\n'
+    finally:
+        logger.handlers.clear()
